@@ -1,0 +1,171 @@
+/*
+ * The C shim's public interface: everything the Python package (through
+ * qatpy/_native, the one module that imports the compiled `lib`) may call.
+ *
+ * Fed verbatim to cffi's cdef() and included by the shim's C sources, so:
+ * declarations and integer #defines only, no #include / #if.
+ *
+ * Model: one process-wide "device" (qatlib is process-global: one
+ * icp_sal_userStart per process).  The shim dlopens libusdm.so.0 and
+ * libqat.so.4 (or the simulated device, through the same code), starts the
+ * asym instances, owns the poll thread(s), the request slots, the DMA pools
+ * and the completion ring.  Python submits with a 64-bit tag and later drains
+ * completions in batches; no Python code ever runs in a qatlib callback.
+ * Python refcounts engines on top of this.
+ */
+
+/* ---- result codes of qatpy_lib_load / qatpy_device_open -------------- */
+#define QATPY_OK 0
+#define QATPY_ERR_LIBRARY 1        /* a library could not be dlopened / a symbol is missing */
+#define QATPY_ERR_NO_DEVICE 2      /* icp_sal_userIsQatAvailable() said FALSE */
+#define QATPY_ERR_START 3          /* icp_sal_userStart failed */
+#define QATPY_ERR_NO_INSTANCE 4    /* no asym/cy instance */
+#define QATPY_ERR_CAPABILITY 5     /* instances lack rsa/ecdsa */
+#define QATPY_ERR_INSTANCE 6       /* cpaCyStartInstance / SetAddressTranslation / GetInfo2 failed */
+#define QATPY_ERR_NOMEM 7          /* malloc or qaeMemAllocNUMA failed */
+#define QATPY_ERR_CONFIG 8         /* invalid configuration value */
+#define QATPY_ERR_STATE 9          /* already open / not loaded / loaded from other paths */
+
+/* ---- poll modes -------------------------------------------------------- */
+#define QATPY_POLL_TIMER 0   /* poll; if nothing came, sleep poll_delay; park on a condvar while idle */
+#define QATPY_POLL_BUSY 1    /* poll continuously while requests are in flight; park while idle */
+#define QATPY_POLL_EVENT 2   /* wait on the instance's event fd (falls back to TIMER if unsupported) */
+#define QATPY_POLL_MANUAL 3  /* no thread; the caller runs qatpy_poll() */
+
+/* ---- per-request statuses carried in a completion ------------------- */
+#define QATPY_ST_OK 0
+#define QATPY_ST_DEVICE_FAIL 1     /* callback status != SUCCESS (cpa status in .cpa_status) */
+#define QATPY_ST_SUBMIT_FAIL 2     /* submit returned FAIL/UNSUPPORTED/RESTARTING/INVALID_PARAM... */
+#define QATPY_ST_CLOSED 3          /* device shut down before the request completed */
+#define QATPY_ST_VERIFY_FAIL 4     /* result did not pass the shim's check */
+#define QATPY_ST_TIMEOUT 5         /* deadline passed */
+
+/* ---- submit return codes (negative = nothing queued) ----------------- */
+#define QATPY_SUBMIT_OK 0
+#define QATPY_SUBMIT_FULL -1       /* all request slots in use: drain and retry */
+#define QATPY_SUBMIT_CLOSED -2     /* device shutting down */
+#define QATPY_SUBMIT_BADARG -3     /* input rejected before reaching the device (e.g. input >= n) */
+#define QATPY_SUBMIT_BADKEY -4
+
+/* ---- RSA encodings the shim performs --------------------------------- */
+#define QATPY_RSA_RAW 0            /* input is the full encoded block, modulus length */
+#define QATPY_RSA_PKCS1 1          /* input is a digest; shim builds EMSA-PKCS1-v1_5 */
+
+/* hash ids for QATPY_RSA_PKCS1 DigestInfo */
+#define QATPY_HASH_SHA224 1
+#define QATPY_HASH_SHA256 2
+#define QATPY_HASH_SHA384 3
+#define QATPY_HASH_SHA512 4
+
+/* curve ids */
+#define QATPY_CURVE_P256 1
+#define QATPY_CURVE_P384 2
+#define QATPY_CURVE_P521 3
+
+/* largest result: RSA-8192 signature = 1024 bytes; ECDSA DER <= 139 bytes */
+#define QATPY_MAX_RESULT 1024
+
+typedef struct qatpy_device qatpy_device;
+typedef struct qatpy_key qatpy_key;
+
+typedef struct {
+    const char *process_name;        /* NULL: "SSL" */
+    int poll_mode;                   /* QATPY_POLL_* */
+    uint64_t poll_delay_ns;          /* TIMER mode sleep after an empty poll */
+    uint32_t max_instances;          /* 0: all */
+    uint32_t inflight_per_instance;  /* 0: 48 (ring admits ~63) */
+    uint32_t max_requests;           /* request slots; 0: 4096 */
+} qatpy_config;
+
+typedef struct {
+    uint64_t tag;
+    int32_t status;       /* QATPY_ST_* */
+    int32_t cpa_status;   /* CpaStatus from the device when relevant, else 0 */
+    uint32_t len;         /* bytes of result */
+    uint32_t instance;    /* index of the instance that served it */
+} qatpy_completion;
+
+typedef struct {
+    uint64_t submitted;
+    uint64_t completed;
+    uint64_t completed_ok;
+    uint64_t completed_error;
+    uint64_t ring_retries;       /* submit RETRY from the device (requeued, no spin) */
+    uint64_t queued_now;         /* waiting in the shim for ring space */
+    uint64_t inflight_now;       /* on the device */
+    uint64_t inflight_max;
+    uint64_t polls;
+    uint64_t polls_empty;
+    uint64_t dma_allocs;         /* qaeMemAllocNUMA calls made by the shim, ever */
+    uint64_t dma_live;           /* shim-owned DMA blocks now */
+    uint64_t ecdsa_retries;      /* multiplyStatus FALSE -> fresh k */
+    uint64_t drained_batches;
+    uint32_t num_instances;
+    uint32_t poll_mode;          /* effective mode (EVENT may fall back to TIMER) */
+} qatpy_stats_t;
+
+/* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
+ * loader's search path).  Idempotent for the same paths; QATPY_ERR_STATE if
+ * already loaded from different ones.  `err` gets a readable reason. */
+int qatpy_lib_load(const char *libqat_path, const char *libusdm_path, char *err, size_t errlen);
+/* 1 if the loaded libqat is qatpy's simulated device (exports qatpy_sim_set). */
+int qatpy_lib_is_sim(void);
+/* Pass-through to the simulator's control API; -1 when not the sim. */
+int qatpy_sim_knob_set(const char *knob, long long value);
+int qatpy_sim_knob_get(const char *name, long long *out);
+int qatpy_sim_knob_reset(void);
+
+/* Start the device: IsQatAvailable -> userStart -> asym instances (else cy
+ * instances with rsa/ecdsa capability) -> per instance start, address
+ * translation, info (node) -> poll threads.  Returns QATPY_ERR_* and a
+ * reason naming the cause in `err`. */
+int qatpy_device_open(const qatpy_config *cfg, qatpy_device **out, char *err, size_t errlen);
+/* Refuse new work; wait up to timeout_ns for in-flight requests; complete
+ * the rest with QATPY_ST_CLOSED (they stay drainable); stop the poll
+ * threads and instances; icp_sal_userStop.  Idempotent. */
+void qatpy_device_shutdown(qatpy_device *dev, int64_t timeout_ns);
+/* Free everything (after shutdown and a final drain). */
+void qatpy_device_free(qatpy_device *dev);
+/* Change poll settings at run time. */
+int qatpy_device_set_poll(qatpy_device *dev, int poll_mode, uint64_t poll_delay_ns);
+
+/* Keys: components are big-endian unsigned integers.  The shim copies the
+ * private parts into DMA memory once per instance; qatpy_key_release wipes
+ * and frees them when the last in-flight request using the key is done. */
+qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, const uint8_t *n, size_t n_len,
+                             const uint8_t *e, size_t e_len, const uint8_t *p, size_t p_len,
+                             const uint8_t *q, size_t q_len, const uint8_t *dp, size_t dp_len,
+                             const uint8_t *dq, size_t dq_len, const uint8_t *qinv,
+                             size_t qinv_len, char *err, size_t errlen);
+qatpy_key *qatpy_ec_key_new(qatpy_device *dev, int curve, const uint8_t *d, size_t d_len,
+                            char *err, size_t errlen);
+void qatpy_key_release(qatpy_key *key);
+
+/* Submit one operation; the result arrives as a completion carrying `tag`.
+ * RSA: QATPY_RSA_PKCS1 takes a digest of the hash's size; QATPY_RSA_RAW the
+ * encoded block (exactly the modulus length, < n).  The result is the
+ * big-endian signature, modulus length.  ECDSA: `digest` is the message
+ * hash (any length; truncated to the order's bit length); the result is the
+ * DER-encoded (r, s). */
+int qatpy_submit_rsa(qatpy_device *dev, qatpy_key *key, int encoding, int hash_id,
+                     const uint8_t *input, size_t input_len, uint64_t tag);
+int qatpy_submit_ecdsa(qatpy_device *dev, qatpy_key *key, const uint8_t *digest,
+                       size_t digest_len, uint64_t tag);
+
+/* Completions.  qatpy_drain copies up to `max` completions; the result bytes
+ * of out[i] go to results + i * stride (stride >= QATPY_MAX_RESULT). */
+size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, size_t stride,
+                   size_t max);
+/* Counter of completions pushed so far; wait until it exceeds `seen` or
+ * timeout (ns, <0 = forever).  Returns the counter.  Blocking: call without
+ * the GIL (cffi releases it). */
+uint64_t qatpy_completion_seq(qatpy_device *dev);
+uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns);
+/* An eventfd that is readable while completions wait (for asyncio
+ * add_reader).  The drainer must call qatpy_event_clear before draining. */
+int qatpy_event_fd(qatpy_device *dev);
+void qatpy_event_clear(qatpy_device *dev);
+/* MANUAL mode: poll every instance once; returns responses processed. */
+int qatpy_poll(qatpy_device *dev);
+
+void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out);

@@ -1,0 +1,212 @@
+"""The raw layer: the only module that imports the compiled extension.
+
+It speaks bytes, ints and small tuples; no cdata leaves this module.
+Loading is lazy (first Engine that needs the device), once, under a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, NamedTuple
+
+_lock = threading.Lock()
+_mod: Any = None
+_import_error: str | None = None
+
+ERRBUF = 512
+DRAIN_MAX = 256
+
+
+def native() -> Any:
+    """The compiled module (ffi, lib), imported on first use."""
+    global _mod, _import_error
+    with _lock:
+        if _mod is None and _import_error is None:
+            try:
+                from . import _native  # type: ignore[attr-defined]
+
+                _mod = _native
+            except ImportError as exc:  # pragma: no cover - broken install
+                _import_error = f"qatpy's native extension is not built ({exc}); reinstall qatpy with a C compiler"
+        if _mod is None:
+            raise ImportError(_import_error)
+        return _mod
+
+
+def sim_dir() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sim")
+
+
+def sim_paths() -> tuple[str, str]:
+    d = sim_dir()
+    return os.path.join(d, "libqat.so.4"), os.path.join(d, "libusdm.so.0")
+
+
+class Completion(NamedTuple):
+    tag: int
+    status: int
+    cpa_status: int
+    result: bytes
+    instance: int
+
+
+def _err(buf: Any) -> str:
+    return native().ffi.string(buf).decode("utf-8", "replace")
+
+
+def lib_load(libqat: str | None, libusdm: str | None) -> tuple[int, str]:
+    m = native()
+    err = m.ffi.new("char[]", ERRBUF)
+    q = libqat.encode() if libqat else m.ffi.NULL
+    u = libusdm.encode() if libusdm else m.ffi.NULL
+    rc = m.lib.qatpy_lib_load(q, u, err, ERRBUF)
+    return rc, _err(err)
+
+
+def lib_is_sim() -> bool:
+    return bool(native().lib.qatpy_lib_is_sim())
+
+
+def sim_set(knob: str, value: int) -> bool:
+    return native().lib.qatpy_sim_knob_set(knob.encode(), value) == 0
+
+
+def sim_get(name: str) -> int | None:
+    m = native()
+    out = m.ffi.new("long long *")
+    if m.lib.qatpy_sim_knob_get(name.encode(), out) != 0:
+        return None
+    return int(out[0])
+
+
+def sim_reset() -> bool:
+    return native().lib.qatpy_sim_knob_reset() == 0
+
+
+def constants() -> dict[str, int]:
+    lib = native().lib
+    return {n: getattr(lib, n) for n in dir(lib) if n.startswith(("QATPY_", "CPA_"))}
+
+
+def layout(struct: str, field: str | None = None) -> int:
+    """sizeof(struct) or offsetof(struct, field), as the C compiler laid it out."""
+    ffi = native().ffi
+    return int(ffi.sizeof(struct) if field is None else ffi.offsetof(struct, field))
+
+
+class Key:
+    """A device-side key (DMA copies of the private parts), released once."""
+
+    __slots__ = ("_ptr", "__weakref__")
+
+    def __init__(self, ptr: Any) -> None:
+        self._ptr = ptr
+
+    def release(self) -> None:
+        p, self._ptr = self._ptr, None
+        if p is not None:
+            native().lib.qatpy_key_release(p)
+
+
+class Device:
+    """The started device (process-wide)."""
+
+    def __init__(self, ptr: Any) -> None:
+        m = native()
+        self._m = m
+        self._ptr = ptr
+        self._comps = m.ffi.new("qatpy_completion[]", DRAIN_MAX)
+        self._stride = m.lib.QATPY_MAX_RESULT
+        self._results = m.ffi.new("uint8_t[]", DRAIN_MAX * self._stride)
+        self._results_buf = m.ffi.buffer(self._results)
+        self._drain_lock = threading.Lock()
+
+    @staticmethod
+    def open(poll_mode: int, poll_delay_ns: int, max_instances: int, inflight: int, max_requests: int) -> tuple["Device | None", int, str]:
+        m = native()
+        cfg = m.ffi.new("qatpy_config *")
+        cfg.process_name = m.ffi.NULL
+        cfg.poll_mode = poll_mode
+        cfg.poll_delay_ns = poll_delay_ns
+        cfg.max_instances = max_instances
+        cfg.inflight_per_instance = inflight
+        cfg.max_requests = max_requests
+        out = m.ffi.new("qatpy_device **")
+        err = m.ffi.new("char[]", ERRBUF)
+        rc = m.lib.qatpy_device_open(cfg, out, err, ERRBUF)
+        if rc != 0:
+            return None, rc, _err(err)
+        return Device(out[0]), 0, ""
+
+    def rsa_key(self, n: bytes, e: bytes, p: bytes, q: bytes, dp: bytes, dq: bytes, qinv: bytes) -> tuple[Key | None, str]:
+        m = self._m
+        err = m.ffi.new("char[]", ERRBUF)
+        ptr = m.lib.qatpy_rsa_key_new(
+            self._ptr, n, len(n), e, len(e), p, len(p), q, len(q), dp, len(dp), dq, len(dq), qinv, len(qinv), err, ERRBUF
+        )
+        if ptr == m.ffi.NULL:
+            return None, _err(err)
+        return Key(ptr), ""
+
+    def ec_key(self, curve: int, d: bytes) -> tuple[Key | None, str]:
+        m = self._m
+        err = m.ffi.new("char[]", ERRBUF)
+        ptr = m.lib.qatpy_ec_key_new(self._ptr, curve, d, len(d), err, ERRBUF)
+        if ptr == m.ffi.NULL:
+            return None, _err(err)
+        return Key(ptr), ""
+
+    def submit_rsa(self, key: Key, encoding: int, hash_id: int, data: bytes, tag: int) -> int:
+        return int(self._m.lib.qatpy_submit_rsa(self._ptr, key._ptr, encoding, hash_id, data, len(data), tag))
+
+    def submit_ecdsa(self, key: Key, digest: bytes, tag: int) -> int:
+        return int(self._m.lib.qatpy_submit_ecdsa(self._ptr, key._ptr, digest, len(digest), tag))
+
+    def drain(self) -> list[Completion]:
+        """Take every waiting completion (in batches of DRAIN_MAX)."""
+        lib = self._m.lib
+        out: list[Completion] = []
+        with self._drain_lock:
+            while True:
+                n = lib.qatpy_drain(self._ptr, self._comps, self._results, self._stride, DRAIN_MAX)
+                buf = self._results_buf
+                stride = self._stride
+                for i in range(n):
+                    c = self._comps[i]
+                    off = i * stride
+                    out.append(Completion(c.tag, c.status, c.cpa_status, buf[off : off + c.len], c.instance))
+                if n < DRAIN_MAX:
+                    return out
+
+    def seq(self) -> int:
+        return int(self._m.lib.qatpy_completion_seq(self._ptr))
+
+    def wait(self, seen: int, timeout_ns: int) -> int:
+        return int(self._m.lib.qatpy_wait(self._ptr, seen, timeout_ns))
+
+    def event_fd(self) -> int:
+        return int(self._m.lib.qatpy_event_fd(self._ptr))
+
+    def event_clear(self) -> None:
+        self._m.lib.qatpy_event_clear(self._ptr)
+
+    def poll(self) -> int:
+        return int(self._m.lib.qatpy_poll(self._ptr))
+
+    def set_poll(self, mode: int, delay_ns: int) -> int:
+        return int(self._m.lib.qatpy_device_set_poll(self._ptr, mode, delay_ns))
+
+    def stats(self) -> dict[str, int]:
+        m = self._m
+        s = m.ffi.new("qatpy_stats_t *")
+        m.lib.qatpy_stats(self._ptr, s)
+        return {name: int(getattr(s, name)) for name, _ in m.ffi.typeof("qatpy_stats_t").fields}
+
+    def shutdown(self, timeout_ns: int) -> None:
+        self._m.lib.qatpy_device_shutdown(self._ptr, timeout_ns)
+
+    def free(self) -> None:
+        p, self._ptr = self._ptr, None
+        if p is not None:
+            self._m.lib.qatpy_device_free(p)

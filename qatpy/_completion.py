@@ -1,0 +1,116 @@
+"""Delivery of results to waiters, in batches.
+
+A backend finishes operations in batches (a software worker's chunk, one
+drain of the shim's completion ring) and hands each batch to `deliver`.
+Targets are:
+
+* ``concurrent.futures.Future`` - resolved in place (it must already be
+  RUNNING, so a caller cannot cancel work the device holds);
+* ``asyncio.Future`` - grouped per event loop, one ``call_soon_threadsafe``
+  per loop per batch (a single wake-up resolves many futures);
+* `BatchResult` - the collector behind ``sign_many``, updated once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import threading
+import time
+from typing import Any, Callable, Iterable, Union
+
+Target = Union[cf.Future, "asyncio.Future[Any]", "BatchResult"]
+# (target, index within a BatchResult, value, exception)
+Item = tuple[Any, int, Any, Union[BaseException, None]]
+
+
+class BatchResult:
+    """Results of one batch of operations, completed when all have arrived."""
+
+    __slots__ = ("results", "errors", "remaining", "times", "_lock", "_done", "first_error")
+
+    def __init__(self, n: int, done: Any, record_times: bool = False) -> None:
+        self.results: list[Any] = [None] * n
+        self.errors = 0
+        self.first_error: BaseException | None = None
+        self.remaining = n
+        self.times: list[float] | None = [0.0] * n if record_times else None
+        self._lock = threading.Lock()
+        self._done = done  # a cf.Future or asyncio.Future resolved with self
+
+    def _put_many(self, items: list[Item]) -> bool:
+        now = time.perf_counter() if self.times is not None else 0.0
+        with self._lock:
+            for _, index, value, exc in items:
+                if exc is not None:
+                    self.results[index] = exc
+                    self.errors += 1
+                    if self.first_error is None:
+                        self.first_error = exc
+                else:
+                    self.results[index] = value
+                if self.times is not None:
+                    self.times[index] = now
+            self.remaining -= len(items)
+            return self.remaining == 0
+
+    def finish(self) -> Item:
+        return (self._done, 0, self, None)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
+def _resolve_async(items: list[Item]) -> None:
+    for fut, _, value, exc in items:
+        if fut.done():  # cancelled by its awaiter: drop the result
+            continue
+        if exc is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(exc)
+
+
+def deliver(items: Iterable[Item]) -> None:
+    """Resolve every target in `items`; safe from any thread."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Item]] | None = None
+    batches: dict[BatchResult, list[Item]] | None = None
+    for item in items:
+        target = item[0]
+        tt = type(target)
+        if tt is cf.Future:
+            if item[3] is None:
+                target.set_result(item[2])
+            else:
+                target.set_exception(item[3])
+        elif tt is BatchResult:
+            if batches is None:
+                batches = {}
+            batches.setdefault(target, []).append(item)
+        else:
+            if by_loop is None:
+                by_loop = {}
+            by_loop.setdefault(target.get_loop(), []).append(item)
+    if batches:
+        finished = [b.finish() for b, its in batches.items() if b._put_many(its)]
+        if finished:
+            deliver(finished)
+    if by_loop:
+        for loop, its in by_loop.items():
+            _call_in_loop(loop, _resolve_async, its)
+
+
+def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[list[Item]], None], arg: list[Item]) -> None:
+    if asyncio._get_running_loop() is loop:
+        fn(arg)
+        return
+    try:
+        loop.call_soon_threadsafe(fn, arg)
+    except RuntimeError:
+        # The loop is closed: nobody can await these futures any more.
+        pass
+
+
+def fail_all(items: Iterable[tuple[Any, int]], exc_factory: Callable[[], BaseException]) -> None:
+    """Resolve each (target, index) with a fresh exception."""
+    deliver([(t, i, None, exc_factory()) for t, i in items])

@@ -1,0 +1,326 @@
+"""The Engine: picks a backend, owns it, and runs key operations on it."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import math
+import os
+import threading
+import weakref
+from datetime import timedelta
+from typing import Any, Mapping
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ._completion import fail_all
+from ._errors import EngineClosedError, EngineForkedError, QatUnavailableError
+from ._keys import QatECPrivateKey, QatRSAPrivateKey, _KeyBase
+from ._software import SoftwareBackend
+
+log = logging.getLogger("qatpy")
+
+BACKENDS = ("auto", "qat", "sim", "software")
+POLL_MODES = ("timer", "busy", "event", "manual")
+
+#: Default sleep of the poll thread after an empty poll, in seconds.
+DEFAULT_POLL_DELAY = 20e-6
+#: Default time close() waits for in-flight work before failing it.
+DEFAULT_CLOSE_TIMEOUT = 10.0
+
+_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The device, its threads and its DMA memory belong to the parent.
+    for eng in list(_engines):
+        eng._forked = True
+    from . import _qat
+
+    _qat.forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _seconds(value: object, name: str) -> float:
+    if isinstance(value, timedelta):
+        secs = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be seconds as a float or a datetime.timedelta, not {type(value).__name__}")
+    else:
+        secs = float(value)
+    if not math.isfinite(secs) or secs < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return secs
+
+
+def _positive_int(value: object, name: str, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class Engine:
+    """A signing engine on one backend.
+
+    ``backend``: ``"auto"`` (QAT when usable, else software, with
+    `fallback_reason` saying why), ``"qat"`` (raise `QatUnavailableError`
+    when unusable), ``"sim"`` (qatpy's simulated QAT device) or
+    ``"software"``.  ``None`` reads ``QATPY_BACKEND``, default ``"auto"``.
+
+    Use it as a context manager, or call `close()` (idempotent).
+    """
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        poll_delay: float | timedelta = DEFAULT_POLL_DELAY,
+        poll_mode: str = "timer",
+        threads: int | None = None,
+        instances: int | None = None,
+        max_inflight: int | None = None,
+        max_requests: int | None = None,
+        libqat: str | os.PathLike[str] | None = None,
+        libusdm: str | os.PathLike[str] | None = None,
+        sim: Mapping[str, int] | None = None,
+    ) -> None:
+        if backend is None:
+            backend = os.environ.get("QATPY_BACKEND", "").strip().lower() or "auto"
+            source = "QATPY_BACKEND" if os.environ.get("QATPY_BACKEND") else "default"
+        else:
+            source = "argument"
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a str, not {type(backend).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (from {source}); choose one of {', '.join(BACKENDS)}")
+        if not isinstance(poll_mode, str) or poll_mode not in POLL_MODES:
+            raise ValueError(f"poll_mode must be one of {', '.join(POLL_MODES)}, got {poll_mode!r}")
+        self.poll_delay = _seconds(poll_delay, "poll_delay")
+        self.poll_mode = poll_mode
+        threads = _positive_int(threads, "threads")
+        instances = _positive_int(instances, "instances")
+        max_inflight = _positive_int(max_inflight, "max_inflight")
+        max_requests = _positive_int(max_requests, "max_requests")
+        if sim is not None:
+            if not isinstance(sim, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in sim.items()
+            ):
+                raise TypeError("sim must be a mapping of knob name (str) to int")
+            if backend not in ("sim",):
+                raise ValueError("sim knobs are only meaningful with backend='sim'")
+        for name, p in (("libqat", libqat), ("libusdm", libusdm)):
+            if p is not None and not isinstance(p, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a path, not {type(p).__name__}")
+
+        self.requested_backend = backend
+        self.fallback_reason: str | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._forked = False
+        self._pid = os.getpid()
+        self._qat: Any = None
+        self._sw: SoftwareBackend | None = None
+        self._threads = threads
+
+        if backend in ("qat", "sim", "auto"):
+            from . import _qat
+
+            try:
+                self._qat = _qat.QatBackend(
+                    sim=(backend == "sim"),
+                    libqat=os.fspath(libqat) if libqat is not None else None,
+                    libusdm=os.fspath(libusdm) if libusdm is not None else None,
+                    poll_mode=poll_mode,
+                    poll_delay=self.poll_delay,
+                    instances=instances,
+                    max_inflight=max_inflight,
+                    max_requests=max_requests,
+                    sim_knobs=dict(sim or {}),
+                )
+            except QatUnavailableError as exc:
+                if backend != "auto":
+                    raise
+                self.fallback_reason = exc.reason
+                log.info("qatpy: QAT unavailable, using software: %s", exc.reason)
+        if self._qat is None:
+            self._sw = SoftwareBackend(threads)
+        self.backend: str = self._qat.name if self._qat is not None else "software"
+        # Software fallback for keys/ops the device cannot take.
+        self._fallback_sw: SoftwareBackend | None = None
+        _engines.add(self)
+        log.debug("qatpy: engine on %s backend", self.backend)
+
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._forked or os.getpid() != self._pid:
+            self._forked = True
+            raise EngineForkedError(
+                "this engine was created in another process (before fork()); create a new Engine in this process"
+            )
+        if self._closed:
+            raise EngineClosedError("engine is closed")
+
+    def close(self, timeout: float | timedelta | None = None) -> None:
+        """Refuse new work, let in-flight work finish for up to `timeout`
+        seconds (default 10), then fail what is left with EngineClosedError,
+        stop the backend and free its memory.  Idempotent."""
+        t = DEFAULT_CLOSE_TIMEOUT if timeout is None else _seconds(timeout, "timeout")
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._forked or os.getpid() != self._pid:
+            return  # the parent's device is not ours to touch
+        for sw in (self._sw, self._fallback_sw):
+            if sw is not None:
+                left = sw.close(t)
+                fail_all(left, lambda: EngineClosedError("engine closed before the operation ran"))
+        if self._qat is not None:
+            self._qat.close(t)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True) and not getattr(self, "_forked", False):
+            import warnings
+
+            warnings.warn(f"unclosed {self!r}; use 'with Engine()' or call close()", ResourceWarning, stacklevel=2)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<qatpy.Engine backend={self.backend} {state}>"
+
+    # -- keys --------------------------------------------------------------
+    def wrap_key(self, key: object) -> QatRSAPrivateKey | QatECPrivateKey:
+        """Wrap a cryptography RSA or EC private key so it signs on this engine."""
+        self._check_open()
+        if isinstance(key, _KeyBase):
+            key = key._key
+        if isinstance(key, rsa.RSAPrivateKey):
+            return QatRSAPrivateKey(key, self)
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            return QatECPrivateKey(key, self)
+        from cryptography.exceptions import UnsupportedAlgorithm, _Reasons
+
+        if hasattr(key, "private_bytes"):
+            raise UnsupportedAlgorithm(
+                f"qatpy signs with RSA and ECDSA keys only, not {type(key).__name__}",
+                _Reasons.UNSUPPORTED_PUBLIC_KEY_ALGORITHM,
+            )
+        raise TypeError(f"expected a cryptography private key, not {type(key).__name__}")
+
+    def load_private_key(self, data: bytes, password: bytes | None = None) -> QatRSAPrivateKey | QatECPrivateKey:
+        """Load a PEM or DER private key (optionally encrypted with `password`)."""
+        self._check_open()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"key data must be bytes, not {type(data).__name__}")
+        if password is not None and not isinstance(password, (bytes, bytearray)):
+            raise TypeError("password must be bytes or None")
+        data = bytes(data)
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_private_key(data, password)
+        else:
+            key = serialization.load_der_private_key(data, password)
+        return self.wrap_key(key)
+
+    def load_private_key_file(self, path: str | os.PathLike[str], password: bytes | None = None) -> QatRSAPrivateKey | QatECPrivateKey:
+        """Load a PEM or DER private key from a file."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        with open(path, "rb") as f:
+            return self.load_private_key(f.read(), password)
+
+    # -- operations (called by the key objects) ----------------------------
+    def _software(self) -> SoftwareBackend:
+        if self._sw is not None:
+            return self._sw
+        with self._lock:
+            if self._fallback_sw is None:
+                self._fallback_sw = SoftwareBackend(self._threads)
+            return self._fallback_sw
+
+    @staticmethod
+    def _sw_args(key: _KeyBase, spec: Any) -> tuple[Any, ...]:
+        if isinstance(key, QatRSAPrivateKey):
+            return (spec.padding, spec.algorithm)
+        return (spec.signature_algorithm,)
+
+    def _check_key(self, key: _KeyBase) -> None:
+        if key._engine is not self:
+            raise ValueError("this key belongs to another engine")
+
+    def _sign_sync(self, key: _KeyBase, spec: Any, data: bytes) -> bytes:
+        self._check_open()
+        if self._qat is not None and self._qat.accepts(key, spec):
+            fut: cf.Future[bytes] = cf.Future()
+            fut.set_running_or_notify_cancel()
+            self._qat.submit(key, spec, [data], [(fut, 0)])
+            return self._wait(fut)
+        return self._software().run_sync(key._sw_signer(-1), (data, *self._sw_args(key, spec)))
+
+    def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], targets: list[tuple[Any, int]]) -> None:
+        self._check_open()
+        if self._qat is not None and self._qat.accepts(key, spec):
+            self._qat.submit(key, spec, datas, targets)
+            return
+        self._software().submit(key._sw_signer, self._sw_args(key, spec), datas, targets)
+
+    def _wait(self, fut: "cf.Future[Any]") -> Any:
+        if self._qat is not None:
+            return self._qat.wait(fut)
+        return fut.result()
+
+    def poll(self) -> int:
+        """Poll the device once (``poll_mode="manual"``); returns completions delivered."""
+        self._check_open()
+        if self._qat is None:
+            return 0
+        return int(self._qat.poll())
+
+    def stats(self) -> dict[str, Any]:
+        """Counters as a plain dict (see README, "stats() fields")."""
+        d: dict[str, Any] = {
+            "backend": self.backend,
+            "requested_backend": self.requested_backend,
+            "fallback_reason": self.fallback_reason,
+            "closed": self._closed,
+        }
+        if self._sw is not None:
+            d["software"] = self._sw.stats()
+        if self._fallback_sw is not None:
+            d["software_fallback"] = self._fallback_sw.stats()
+        if self._qat is not None:
+            d.update(self._qat.stats())
+        return d
+
+
+_default_lock = threading.Lock()
+_default: Engine | None = None
+
+
+def default_engine() -> Engine:
+    """The process's shared engine (``Engine()``, created on first use, closed at exit)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed or _default._forked:
+            _default = Engine()
+            import atexit
+
+            atexit.register(_default.close)
+        return _default

@@ -1,0 +1,248 @@
+"""Key objects: drop-in subclasses of cryptography's private-key ABCs.
+
+A QatRSAPrivateKey / QatECPrivateKey is accepted wherever cryptography's own
+key is (x509 builders, PyJWT, aioquic...): ``sign()`` takes the same
+arguments and returns the same bytes (DER for ECDSA).  It adds
+``sign_future``, ``sign_async`` and the batch ``sign_many``.
+
+Key material: qatpy is an offload library, not an HSM.  The private key is
+in this process's memory (it was loaded from PEM/DER or wrapped), so
+``private_numbers()`` and ``private_bytes()`` return it exactly as
+cryptography would, and ``decrypt()`` / ``exchange()`` run in software.
+Only signing is offloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+from typing import TYPE_CHECKING, Any, Iterable
+
+from cryptography.hazmat.primitives import _serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+
+from . import _ops
+from ._completion import BatchResult
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+
+def _gather(batch: BatchResult, return_exceptions: bool) -> list[Any]:
+    if batch.first_error is not None and not return_exceptions:
+        raise batch.first_error
+    return batch.results
+
+
+class _KeyBase:
+    _engine: "Engine"
+    _handles: dict[int, Any]
+
+    @property
+    def engine(self) -> "Engine":
+        """The engine this key signs on."""
+        return self._engine
+
+    def _spec(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def _sw_signer(self, worker: int) -> Any:
+        """The software sign function for a worker (-1: the caller's thread)."""
+        return self._key.sign  # type: ignore[attr-defined]
+
+    def sign_future(self, data: bytes, *args: Any) -> "cf.Future[bytes]":
+        """Start a signature; a ``concurrent.futures.Future`` resolves to it."""
+        spec = self._spec(*args)
+        data = _ops.data_bytes(data)
+        fut: cf.Future[bytes] = cf.Future()
+        fut.set_running_or_notify_cancel()
+        self._engine._submit(self, spec, [data], [(fut, 0)])
+        return fut
+
+    async def sign_async(self, data: bytes, *args: Any) -> bytes:
+        """Sign without blocking the running event loop."""
+        spec = self._spec(*args)
+        data = _ops.data_bytes(data)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._engine._submit(self, spec, [data], [(fut, 0)])
+        return await fut
+
+    def _submit_many(self, data: Iterable[bytes], args: tuple[Any, ...], done: Any, record_times: bool = False) -> BatchResult:
+        spec = self._spec(*args)
+        if isinstance(data, (bytes, bytearray, memoryview, str)):
+            raise TypeError("sign_many takes an iterable of messages, not a single message")
+        try:
+            items = [_ops.data_bytes(d, "each message") for d in data]
+        except TypeError:
+            raise
+        batch = BatchResult(len(items), done, record_times)
+        if not items:
+            done.set_result(batch)
+            return batch
+        self._engine._submit(self, spec, items, [(batch, i) for i in range(len(items))])
+        return batch
+
+    def sign_many_future(self, data: Iterable[bytes], *args: Any, return_exceptions: bool = False) -> "cf.Future[list[Any]]":
+        """Sign a batch; the future resolves to the list of signatures, in order."""
+        outer: cf.Future[list[Any]] = cf.Future()
+        inner: cf.Future[BatchResult] = cf.Future()
+        inner.set_running_or_notify_cancel()
+        outer.set_running_or_notify_cancel()
+
+        def _done(f: "cf.Future[BatchResult]") -> None:
+            try:
+                outer.set_result(_gather(f.result(), return_exceptions))
+            except BaseException as exc:
+                outer.set_exception(exc)
+
+        inner.add_done_callback(_done)
+        self._submit_many(data, args, inner)
+        return outer
+
+    async def sign_many_async(self, data: Iterable[bytes], *args: Any, return_exceptions: bool = False) -> list[Any]:
+        """Sign a batch without blocking the event loop."""
+        fut: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._submit_many(data, args, fut)
+        return _gather(await fut, return_exceptions)
+
+
+class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
+    """An RSA private key whose signatures run on a qatpy Engine."""
+
+    def __init__(self, key: rsa.RSAPrivateKey, engine: "Engine") -> None:
+        if not isinstance(key, rsa.RSAPrivateKey) or isinstance(key, _KeyBase):
+            raise TypeError("expected a cryptography RSAPrivateKey")
+        self._key = key
+        self._engine = engine
+        self._handles = {}
+        self._key_size = key.key_size
+        self._clones: dict[int, rsa.RSAPrivateKey] = {}
+
+    def _sw_signer(self, worker: int) -> Any:
+        # One RSA object per software worker: OpenSSL serialises signatures
+        # on a single RSA object (see qatpy/_software.py).
+        if worker < 0:
+            return self._key.sign
+        clone = self._clones.get(worker)
+        if clone is None:
+            clone = self._clones.setdefault(worker, self._key.private_numbers().private_key())
+        return clone.sign
+
+    def _spec(self, pad: Any = None, algorithm: Any = None, *extra: Any) -> _ops.RsaSpec:
+        if extra:
+            raise TypeError("RSA sign takes (data, padding, algorithm)")
+        return _ops.rsa_spec(pad, algorithm, self._key_size)
+
+    @property
+    def key_size(self) -> int:
+        return self._key_size
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._key.public_key()
+
+    def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: Any) -> bytes:  # type: ignore[override]
+        """Sign like cryptography's RSAPrivateKey.sign, on the engine."""
+        spec = self._spec(padding, algorithm)
+        return self._engine._sign_sync(self, spec, _ops.data_bytes(data))
+
+    def sign_many(self, data: Iterable[bytes], padding: AsymmetricPadding, algorithm: Any, *, return_exceptions: bool = False) -> list[Any]:
+        """Sign every message in `data`; returns the signatures in order.
+
+        With ``return_exceptions=True`` a failed operation leaves its
+        exception in place of a signature instead of raising the first one.
+        """
+        done: cf.Future[BatchResult] = cf.Future()
+        done.set_running_or_notify_cancel()
+        self._submit_many(data, (padding, algorithm), done)
+        return _gather(self._engine._wait(done), return_exceptions)
+
+    def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
+        """RSA decryption, in software (qatpy offloads signing only)."""
+        return self._key.decrypt(ciphertext, padding)
+
+    def private_numbers(self) -> rsa.RSAPrivateNumbers:
+        """The key's numbers, as cryptography gives them (the key is in memory)."""
+        return self._key.private_numbers()
+
+    def private_bytes(self, encoding: _serialization.Encoding, format: _serialization.PrivateFormat, encryption_algorithm: _serialization.KeySerializationEncryption) -> bytes:
+        """Serialise the key, as cryptography does."""
+        return self._key.private_bytes(encoding, format, encryption_algorithm)
+
+    def __copy__(self) -> "QatRSAPrivateKey":
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "QatRSAPrivateKey":
+        return self
+
+    def __repr__(self) -> str:
+        return f"<QatRSAPrivateKey {self._key_size}-bit on {self._engine.backend}>"
+
+
+class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
+    """An ECDSA private key (P-256, P-384 or P-521) whose signatures run on a qatpy Engine."""
+
+    SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, engine: "Engine") -> None:
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or isinstance(key, _KeyBase):
+            raise TypeError("expected a cryptography EllipticCurvePrivateKey")
+        if key.curve.name not in self.SUPPORTED_CURVES:
+            from cryptography.exceptions import UnsupportedAlgorithm, _Reasons
+
+            raise UnsupportedAlgorithm(
+                f"curve {key.curve.name} is not supported by qatpy; use P-256, P-384 or P-521",
+                _Reasons.UNSUPPORTED_ELLIPTIC_CURVE,
+            )
+        self._key = key
+        self._engine = engine
+        self._handles = {}
+
+    def _spec(self, signature_algorithm: Any = None, *extra: Any) -> _ops.EcSpec:
+        if extra:
+            raise TypeError("EC sign takes (data, signature_algorithm)")
+        return _ops.ec_spec(signature_algorithm)
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._key.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._key.curve.key_size
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._key.public_key()
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:  # type: ignore[override]
+        """Sign like cryptography's EllipticCurvePrivateKey.sign (DER result), on the engine."""
+        spec = self._spec(signature_algorithm)
+        return self._engine._sign_sync(self, spec, _ops.data_bytes(data))
+
+    def sign_many(self, data: Iterable[bytes], signature_algorithm: ec.EllipticCurveSignatureAlgorithm, *, return_exceptions: bool = False) -> list[Any]:
+        """Sign every message in `data`; returns DER signatures in order."""
+        done: cf.Future[BatchResult] = cf.Future()
+        done.set_running_or_notify_cancel()
+        self._submit_many(data, (signature_algorithm,), done)
+        return _gather(self._engine._wait(done), return_exceptions)
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        """ECDH, in software (qatpy offloads signing only)."""
+        return self._key.exchange(algorithm, peer_public_key)
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        """The key's numbers, as cryptography gives them (the key is in memory)."""
+        return self._key.private_numbers()
+
+    def private_bytes(self, encoding: _serialization.Encoding, format: _serialization.PrivateFormat, encryption_algorithm: _serialization.KeySerializationEncryption) -> bytes:
+        """Serialise the key, as cryptography does."""
+        return self._key.private_bytes(encoding, format, encryption_algorithm)
+
+    def __copy__(self) -> "QatECPrivateKey":
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "QatECPrivateKey":
+        return self
+
+    def __repr__(self) -> str:
+        return f"<QatECPrivateKey {self._key.curve.name} on {self._engine.backend}>"

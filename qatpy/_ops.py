@@ -1,0 +1,179 @@
+"""Validation and normalisation of sign() arguments, and EMSA-PSS encoding.
+
+Everything a caller can get wrong is checked here, before any work is
+queued: wrong types raise TypeError, unsupported algorithms raise
+cryptography's UnsupportedAlgorithm, bad values raise ValueError.  The
+result is a small immutable spec that the backends share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import UnsupportedAlgorithm, _Reasons
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+
+# Hash name -> (shim hash id, digest size).  Ids match QATPY_HASH_* in
+# csrc/shim/qatpy_shim.h.
+HASHES: Final[dict[str, tuple[int, int]]] = {
+    "sha224": (1, 28),
+    "sha256": (2, 32),
+    "sha384": (3, 48),
+    "sha512": (4, 64),
+}
+
+_HASH_TYPES: Final = (hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512)
+
+
+def data_bytes(data: object, what: str = "data") -> bytes:
+    """Return `data` as bytes, or raise TypeError for anything not bytes-like."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes-like (bytes, bytearray or memoryview), not {type(data).__name__}")
+
+
+def _hash_name(algorithm: object, role: str) -> str:
+    if isinstance(algorithm, type) and issubclass(algorithm, hashes.HashAlgorithm):
+        raise TypeError(f"{role} must be a hash instance such as hashes.SHA256(), not the class")
+    if not isinstance(algorithm, hashes.HashAlgorithm):
+        raise TypeError(
+            f"{role} must be a cryptography HashAlgorithm instance, not {type(algorithm).__name__}"
+        )
+    if type(algorithm) not in _HASH_TYPES:
+        raise UnsupportedAlgorithm(
+            f"{role} {algorithm.name} is not supported by qatpy; use SHA-224, SHA-256, SHA-384 or SHA-512",
+            _Reasons.UNSUPPORTED_HASH,
+        )
+    return algorithm.name
+
+
+def _message_hash(algorithm: object, role: str) -> tuple[str, bool]:
+    """(hash name, prehashed) for a HashAlgorithm or Prehashed."""
+    if isinstance(algorithm, utils.Prehashed):
+        return _hash_name(algorithm._algorithm, role), True
+    return _hash_name(algorithm, role), False
+
+
+@dataclass(frozen=True, slots=True)
+class RsaSpec:
+    pss: bool
+    hash_name: str
+    hash_id: int
+    digest_size: int
+    prehashed: bool
+    mgf_hash: str  # PSS only
+    salt_len: int  # PSS only, resolved for this key size
+    padding: AsymmetricPadding
+    algorithm: hashes.HashAlgorithm | utils.Prehashed
+
+
+@dataclass(frozen=True, slots=True)
+class EcSpec:
+    hash_name: str
+    digest_size: int
+    prehashed: bool
+    signature_algorithm: ec.ECDSA
+
+
+def rsa_spec(pad: object, algorithm: object, key_size: int) -> RsaSpec:
+    """Check (padding, algorithm) for an RSA signature with a key of `key_size` bits."""
+    if not isinstance(pad, AsymmetricPadding):
+        raise TypeError(
+            f"padding must be padding.PKCS1v15() or padding.PSS(...), not {type(pad).__name__}"
+        )
+    hash_name, prehashed = _message_hash(algorithm, "algorithm")
+    hash_id, dsize = HASHES[hash_name]
+    if isinstance(pad, padding.PKCS1v15):
+        return RsaSpec(False, hash_name, hash_id, dsize, prehashed, "", 0, pad, algorithm)  # type: ignore[arg-type]
+    if not isinstance(pad, padding.PSS):
+        raise UnsupportedAlgorithm(
+            f"padding {pad.name} cannot be used for signing; use PKCS1v15 or PSS",
+            _Reasons.UNSUPPORTED_PADDING,
+        )
+    mgf = pad._mgf
+    if not isinstance(mgf, padding.MGF1):
+        raise UnsupportedAlgorithm("PSS needs an MGF1 mask generation function", _Reasons.UNSUPPORTED_MGF)
+    mgf_hash = _hash_name(mgf._algorithm, "MGF1 hash")
+    em_len = (key_size - 1 + 7) // 8
+    max_salt = em_len - dsize - 2
+    salt = pad._salt_length
+    if isinstance(salt, padding._MaxLength):
+        salt_len = max_salt
+    elif isinstance(salt, padding._DigestLength):
+        salt_len = dsize
+    elif isinstance(salt, padding._Auto):
+        raise ValueError("PSS salt length AUTO is only valid for verification; use MAX_LENGTH or DIGEST_LENGTH")
+    elif isinstance(salt, int):
+        salt_len = salt
+    else:
+        raise TypeError("PSS salt_length must be an int, PSS.MAX_LENGTH or PSS.DIGEST_LENGTH")
+    if salt_len < 0:
+        raise ValueError("PSS salt_length must be >= 0")
+    if salt_len > max_salt:
+        raise ValueError(
+            f"PSS salt length {salt_len} is too long for a {key_size}-bit key with {hash_name} (max {max_salt})"
+        )
+    return RsaSpec(True, hash_name, hash_id, dsize, prehashed, mgf_hash, salt_len, pad, algorithm)  # type: ignore[arg-type]
+
+
+def ec_spec(signature_algorithm: object) -> EcSpec:
+    """Check an ECDSA signature_algorithm argument."""
+    if not isinstance(signature_algorithm, ec.ECDSA):
+        if isinstance(signature_algorithm, ec.EllipticCurveSignatureAlgorithm):
+            raise UnsupportedAlgorithm(
+                f"EC keys sign only with ec.ECDSA(hash), not {type(signature_algorithm).__name__}",
+                _Reasons.UNSUPPORTED_PUBLIC_KEY_ALGORITHM,
+            )
+        raise TypeError(
+            f"signature_algorithm must be ec.ECDSA(hash), not {type(signature_algorithm).__name__}"
+        )
+    if getattr(signature_algorithm, "deterministic_signing", False):
+        raise UnsupportedAlgorithm(
+            "deterministic ECDSA (RFC 6979) is not supported by qatpy; use ec.ECDSA(hash)",
+            _Reasons.UNSUPPORTED_PUBLIC_KEY_ALGORITHM,
+        )
+    hash_name, prehashed = _message_hash(signature_algorithm.algorithm, "ECDSA hash")
+    return EcSpec(hash_name, HASHES[hash_name][1], prehashed, signature_algorithm)
+
+
+def message_digest(hash_name: str, digest_size: int, prehashed: bool, data: bytes) -> bytes:
+    """The message hash: `data` itself when prehashed (length checked)."""
+    if prehashed:
+        if len(data) != digest_size:
+            raise ValueError(
+                f"prehashed data must be {digest_size} bytes for {hash_name}, got {len(data)}"
+            )
+        return data
+    return hashlib.new(hash_name, data).digest()
+
+
+def _mgf1(seed: bytes, length: int, hash_name: str) -> bytes:
+    out = bytearray()
+    counter = 0
+    while len(out) < length:
+        out += hashlib.new(hash_name, seed + counter.to_bytes(4, "big")).digest()
+        counter += 1
+    return bytes(out[:length])
+
+
+def emsa_pss_encode(mhash: bytes, key_bits: int, spec: RsaSpec) -> bytes:
+    """EMSA-PSS-ENCODE (RFC 8017 §9.1.1), returned left-padded to the modulus length."""
+    em_bits = key_bits - 1
+    em_len = (em_bits + 7) // 8
+    h_len = len(mhash)
+    salt = os.urandom(spec.salt_len)
+    h = hashlib.new(spec.hash_name, b"\x00" * 8 + mhash + salt).digest()
+    db = b"\x00" * (em_len - spec.salt_len - h_len - 2) + b"\x01" + salt
+    mask = _mgf1(h, em_len - h_len - 1, spec.mgf_hash)
+    masked = bytearray(a ^ b for a, b in zip(db, mask))
+    masked[0] &= 0xFF >> (8 * em_len - em_bits)
+    em = bytes(masked) + h + b"\xbc"
+    mod_len = (key_bits + 7) // 8
+    return em.rjust(mod_len, b"\x00")

@@ -1,0 +1,360 @@
+"""The QAT backend: the device (real qatlib or the simulator) via the shim.
+
+One process-wide _Runtime holds the started device (qatlib allows one start
+per process), the table of in-flight requests keyed by tag, and a completion
+thread that sleeps in C (GIL released) until the shim's ring has entries,
+then drains many completions at once and resolves their targets in one
+batch.  Engines (QatBackend) share the runtime by reference count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+from . import _binding, _ops
+from ._completion import Item, deliver
+from ._errors import (
+    DeadlineExceededError,
+    EngineClosedError,
+    QatUnavailableError,
+    VerificationError,
+    status_error,
+)
+from ._keys import QatECPrivateKey, QatRSAPrivateKey, _KeyBase
+
+# Values of QATPY_* in csrc/shim/qatpy_shim.h (checked by tests/test_abi_layout.py).
+ERR_LIBRARY, ERR_NO_DEVICE, ERR_START, ERR_NO_INSTANCE, ERR_CAPABILITY, ERR_INSTANCE = 1, 2, 3, 4, 5, 6
+POLL_MODE = {"timer": 0, "busy": 1, "event": 2, "manual": 3}
+ST_OK, ST_DEVICE_FAIL, ST_SUBMIT_FAIL, ST_CLOSED, ST_VERIFY_FAIL, ST_TIMEOUT = 0, 1, 2, 3, 4, 5
+SUBMIT_OK, SUBMIT_FULL, SUBMIT_CLOSED, SUBMIT_BADARG, SUBMIT_BADKEY = 0, -1, -2, -3, -4
+RSA_RAW, RSA_PKCS1 = 0, 1
+CURVES = {"secp256r1": 1, "secp384r1": 2, "secp521r1": 3}
+RSA_DEVICE_SIZES = (2048, 3072, 4096, 8192)
+
+_CAUSES = {
+    ERR_LIBRARY: ("library not found",
+                  "install qatlib (libqat.so.4 and libusdm.so.0) or set QATPY_LIBQAT / QATPY_LIBUSDM"),
+    ERR_NO_DEVICE: ("no QAT device",
+                    "no QAT virtual function is bound to vfio-pci; run 'python -m qatpy doctor' or see qatlib's INSTALL"),
+    ERR_START: ("start failed",
+                "check /dev/vfio permissions (the 'qat' group), RLIMIT_MEMLOCK and that qat.service runs"),
+    ERR_NO_INSTANCE: ("no asym instance",
+                      "enable the asym service (ServicesEnabled=asym or sym;asym in /etc/sysconfig/qat)"),
+    ERR_CAPABILITY: ("capability missing", "the instances found do not offer RSA and ECDSA"),
+    ERR_INSTANCE: ("instance start failed", "see the message above; restarting qat.service may help"),
+}
+
+
+def _reason(rc: int, msg: str) -> tuple[str, str]:
+    cause, hint = _CAUSES.get(rc, ("unavailable", ""))
+    text = f"{cause}: {msg}" if msg else cause
+    if hint:
+        text += f" (hint: {hint})"
+    return text, cause
+
+
+def _be(n: int, length: int | None = None) -> bytes:
+    return n.to_bytes(length if length is not None else max(1, (n.bit_length() + 7) // 8), "big")
+
+
+class _Runtime:
+    def __init__(self, device: _binding.Device, is_sim: bool, mode: str) -> None:
+        self.device = device
+        self.is_sim = is_sim
+        self.manual = mode == "manual"
+        self.lock = threading.Lock()
+        self.refs = 0
+        self.pending: dict[int, tuple[Any, int, "QatBackend"]] = {}
+        self.tags = itertools.count(1)
+        self.stopping = False
+        self.drained_batches = 0
+        self.thread: threading.Thread | None = None
+        if not self.manual:
+            self.thread = threading.Thread(target=self._completion_loop, name="qatpy-completions", daemon=True)
+            self.thread.start()
+
+    def _completion_loop(self) -> None:
+        seen = 0
+        dev = self.device
+        while not self.stopping:
+            seen = dev.wait(seen, 50_000_000)  # GIL released while waiting
+            self.drain()
+
+    def drain(self) -> int:
+        comps = self.device.drain()
+        if not comps:
+            return 0
+        items: list[Item] = []
+        owners: dict[QatBackend, int] = {}
+        with self.lock:
+            pend = self.pending
+            for c in comps:
+                entry = pend.pop(c.tag, None)
+                if entry is None:
+                    continue  # settled already (engine closed): drop the late answer
+                target, index, owner = entry
+                owners[owner] = owners.get(owner, 0) + 1
+                if c.status == ST_OK:
+                    items.append((target, index, c.result, None))
+                else:
+                    items.append((target, index, None, _completion_error(c)))
+            for owner, n in owners.items():
+                owner._inflight -= n
+                owner._completed += n
+            self.drained_batches += 1
+        deliver(items)
+        return len(items)
+
+
+def _completion_error(c: _binding.Completion) -> BaseException:
+    if c.status == ST_CLOSED:
+        return EngineClosedError("engine closed before the device answered")
+    if c.status == ST_VERIFY_FAIL:
+        return VerificationError("the device returned a signature that does not verify", c.cpa_status)
+    if c.status == ST_TIMEOUT:
+        return DeadlineExceededError("the device did not answer before the deadline", c.cpa_status)
+    where = "submit" if c.status == ST_SUBMIT_FAIL else "device"
+    return status_error(c.cpa_status, f"{where} (instance {c.instance})")
+
+
+_runtime_lock = threading.Lock()
+_runtime: _Runtime | None = None
+
+
+def forget_after_fork() -> None:
+    """In a forked child: the parent's device is unusable; start afresh."""
+    global _runtime, _runtime_lock
+    _runtime = None
+    _runtime_lock = threading.Lock()
+
+
+class QatBackend:
+    def __init__(
+        self,
+        *,
+        sim: bool,
+        libqat: str | None,
+        libusdm: str | None,
+        poll_mode: str,
+        poll_delay: float,
+        instances: int | None,
+        max_inflight: int | None,
+        max_requests: int | None,
+        sim_knobs: dict[str, int],
+    ) -> None:
+        global _runtime
+        self.name = "sim" if sim else "qat"
+        self._inflight = 0
+        self._submitted = 0
+        self._completed = 0
+        self._closed = False
+        self._keys: "weakref.WeakSet[_binding.Key]" = weakref.WeakSet()
+        self._mode = poll_mode
+        if sim:
+            qpath, upath = _binding.sim_paths()
+        else:
+            qpath = libqat or os.environ.get("QATPY_LIBQAT") or None
+            upath = libusdm or os.environ.get("QATPY_LIBUSDM") or None
+        self.libraries = (qpath or "libqat.so.4", upath or "libusdm.so.0")
+        try:
+            _binding.native()
+        except ImportError as exc:
+            raise QatUnavailableError(str(exc), "extension missing") from None
+        with _runtime_lock:
+            rt = _runtime
+            if rt is None:
+                rc, msg = _binding.lib_load(qpath, upath)
+                if rc != 0:
+                    raise QatUnavailableError(*_reason(rc, msg))
+                is_sim = _binding.lib_is_sim()
+                if sim and not is_sim:
+                    raise QatUnavailableError("the simulated device is not the library loaded in this process", "start failed")
+                if not sim and is_sim:
+                    raise QatUnavailableError(
+                        "this process already loaded qatpy's simulated device; a real libqat cannot be loaded beside it",
+                        "start failed",
+                    )
+                if is_sim:
+                    for k, v in sim_knobs.items():
+                        if not _binding.sim_set(k, v):
+                            raise ValueError(f"unknown or invalid simulator knob {k}={v}")
+                dev, rc, msg = _binding.Device.open(
+                    POLL_MODE[poll_mode],
+                    int(poll_delay * 1e9),
+                    instances or 0,
+                    max_inflight or 0,
+                    max_requests or 0,
+                )
+                if dev is None:
+                    raise QatUnavailableError(*_reason(rc, msg))
+                rt = _Runtime(dev, is_sim, poll_mode)
+                _runtime = rt
+            else:
+                if sim != rt.is_sim:
+                    raise QatUnavailableError(
+                        "this process already runs the " + ("simulated" if rt.is_sim else "real") + " device",
+                        "start failed",
+                    )
+                for k, v in sim_knobs.items():
+                    if not _binding.sim_set(k, v):
+                        raise ValueError(f"unknown or invalid simulator knob {k}={v}")
+                rt.device.set_poll(POLL_MODE[poll_mode], int(poll_delay * 1e9))
+            rt.refs += 1
+        self._rt = rt
+
+    # -- keys ----------------------------------------------------------------
+    def accepts(self, key: _KeyBase, spec: Any) -> bool:
+        """True when the device takes this key (else the engine signs in software)."""
+        h = key._handles.get(id(self))
+        if h is not None:
+            return h is not False
+        handle = self._prepare(key)
+        key._handles[id(self)] = handle if handle is not None else False
+        return handle is not None
+
+    def _prepare(self, key: _KeyBase) -> _binding.Key | None:
+        dev = self._rt.device
+        if isinstance(key, QatRSAPrivateKey):
+            if key.key_size not in RSA_DEVICE_SIZES:
+                return None
+            pn = key._key.private_numbers()
+            half = (key.key_size + 15) // 16
+            if (pn.p.bit_length() + 7) // 8 != (pn.q.bit_length() + 7) // 8:
+                return None
+            n = pn.public_numbers.n
+            handle, err = dev.rsa_key(
+                _be(n), _be(pn.public_numbers.e), _be(pn.p, half), _be(pn.q, half),
+                _be(pn.dmp1, half), _be(pn.dmq1, half), _be(pn.iqmp, half),
+            )
+        elif isinstance(key, QatECPrivateKey):
+            size = (key.curve.key_size + 7) // 8
+            handle, err = dev.ec_key(CURVES[key.curve.name], _be(key._key.private_numbers().private_value, size))
+        else:
+            return None
+        if handle is None:
+            return None
+        self._keys.add(handle)
+        weakref.finalize(key, handle.release)
+        return handle
+
+    # -- operations ------------------------------------------------------------
+    def submit(self, key: _KeyBase, spec: Any, datas: list[bytes], targets: list[tuple[Any, int]]) -> None:
+        handle = key._handles[id(self)]
+        rt = self._rt
+        dev = rt.device
+        is_rsa = isinstance(key, QatRSAPrivateKey)
+        inputs = []
+        for d in datas:
+            mhash = _ops.message_digest(spec.hash_name, spec.digest_size, spec.prehashed, d)
+            if is_rsa and spec.pss:
+                inputs.append((RSA_RAW, _ops.emsa_pss_encode(mhash, key.key_size, spec)))
+            else:
+                inputs.append((RSA_PKCS1, mhash))
+        failed: list[Item] = []
+        for (enc, data), (target, index) in zip(inputs, targets):
+            with rt.lock:
+                if self._closed:
+                    failed.append((target, index, None, EngineClosedError("engine is closed")))
+                    continue
+                tag = next(rt.tags)
+                rt.pending[tag] = (target, index, self)
+                self._inflight += 1
+                self._submitted += 1
+            while True:
+                if is_rsa:
+                    rc = dev.submit_rsa(handle, enc, spec.hash_id, data, tag)
+                else:
+                    rc = dev.submit_ecdsa(handle, data, tag)
+                if rc != SUBMIT_FULL:
+                    break
+                # Every request slot is busy: let completions drain, then retry.
+                if rt.manual:
+                    dev.poll()
+                    rt.drain()
+                else:
+                    dev.wait(dev.seq(), 1_000_000)
+            if rc != SUBMIT_OK:
+                with rt.lock:
+                    if rt.pending.pop(tag, None) is not None:
+                        self._inflight -= 1
+                if rc == SUBMIT_CLOSED:
+                    exc: BaseException = EngineClosedError("engine is closed")
+                elif rc == SUBMIT_BADARG:
+                    exc = ValueError("input rejected by the shim (encoded message not below the modulus)")
+                else:
+                    exc = ValueError("the device key is not usable")
+                failed.append((target, index, None, exc))
+        if failed:
+            deliver(failed)
+
+    def wait(self, fut: Any) -> Any:
+        if self._rt.manual:
+            while not fut.done():
+                self.poll()
+            return fut.result()
+        return fut.result()
+
+    def poll(self) -> int:
+        rt = self._rt
+        rt.device.poll()
+        return rt.drain()
+
+    def stats(self) -> dict[str, Any]:
+        rt = self._rt
+        d: dict[str, Any] = {
+            "submitted": self._submitted,
+            "completed": self._completed,
+            "inflight": self._inflight,
+            "libraries": list(self.libraries),
+            "device": rt.device.stats() if rt.device._ptr is not None else {},
+        }
+        if rt.is_sim:
+            sim: dict[str, int] = {}
+            for name in ("submitted", "inflight", "inflight_max", "retry_returned", "mem.live_allocs",
+                         "mem.live_bytes", "mem.key_freed_unwiped", "refused.non_dma"):
+                v = _binding.sim_get(name)
+                if v is not None:
+                    sim[name] = v
+            d["sim"] = sim
+        return d
+
+    def close(self, timeout: float) -> None:
+        global _runtime
+        rt = self._rt
+        with rt.lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        while self._inflight > 0 and time.monotonic() < deadline:
+            if rt.manual:
+                self.poll()
+            else:
+                time.sleep(0.001)
+        left: list[Item] = []
+        with rt.lock:
+            for tag, (target, index, owner) in list(rt.pending.items()):
+                if owner is self:
+                    del rt.pending[tag]
+                    left.append((target, index, None, EngineClosedError("engine closed before the device answered")))
+            self._inflight -= len(left)
+        deliver(left)
+        for k in list(self._keys):
+            k.release()
+        with _runtime_lock:
+            rt.refs -= 1
+            last = rt.refs == 0 and _runtime is rt
+            if last:
+                _runtime = None
+        if last:
+            rt.device.shutdown(int(max(0.0, deadline - time.monotonic()) * 1e9))
+            rt.stopping = True
+            if rt.thread is not None:
+                rt.thread.join()
+            rt.drain()
+            rt.device.free()

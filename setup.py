@@ -1,0 +1,37 @@
+"""Build glue: cffi compiles csrc/ into qatpy._native; build_ext also builds
+the simulated device (qatpy/_sim/libqat.so.4, libusdm.so.0).  Metadata lives
+in pyproject.toml."""
+
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class build_ext_with_sim(build_ext):
+    """Also build the simulated QAT device next to the extension module."""
+
+    def _sim_dir(self):
+        ext_path = self.get_ext_fullpath("qatpy._native")
+        return os.path.join(os.path.dirname(ext_path), "_sim")
+
+    def run(self):
+        super().run()
+        sys.path.insert(0, os.path.join(HERE, "csrc", "sim"))
+        try:
+            from build import build_sim  # csrc/sim/build.py
+        finally:
+            sys.path.pop(0)
+        self._sim_outputs = build_sim(self._sim_dir())
+
+    def get_outputs(self):
+        return super().get_outputs() + list(getattr(self, "_sim_outputs", []))
+
+
+setup(
+    cffi_modules=["csrc/build_native.py:ffibuilder"],
+    cmdclass={"build_ext": build_ext_with_sim},
+)
