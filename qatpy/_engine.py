@@ -265,8 +265,18 @@ class Engine:
         if key._engine is not self:
             raise ValueError("this key belongs to another engine")
 
+    @staticmethod
+    def _check_prehashed(spec: Any, datas: list[bytes]) -> None:
+        if spec.prehashed:
+            for d in datas:
+                if len(d) != spec.digest_size:
+                    raise ValueError(
+                        f"prehashed data must be {spec.digest_size} bytes for {spec.hash_name}, got {len(d)}"
+                    )
+
     def _sign_sync(self, key: _KeyBase, spec: Any, data: bytes) -> bytes:
         self._check_open()
+        self._check_prehashed(spec, [data])
         if self._qat is not None and self._qat.accepts(key, spec):
             fut: cf.Future[bytes] = cf.Future()
             fut.set_running_or_notify_cancel()
@@ -276,6 +286,7 @@ class Engine:
 
     def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], targets: list[tuple[Any, int]]) -> None:
         self._check_open()
+        self._check_prehashed(spec, datas)
         if self._qat is not None and self._qat.accepts(key, spec):
             self._qat.submit(key, spec, datas, targets)
             return

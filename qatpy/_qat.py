@@ -53,7 +53,7 @@ _CAUSES = {
 def _reason(rc: int, msg: str) -> tuple[str, str]:
     cause, hint = _CAUSES.get(rc, ("unavailable", ""))
     text = f"{cause}: {msg}" if msg else cause
-    if hint:
+    if hint and "hint" not in msg and "install" not in msg:
         text += f" (hint: {hint})"
     return text, cause
 
