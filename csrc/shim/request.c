@@ -1,0 +1,592 @@
+/*
+ * Requests: submit, dispatch to the least-loaded healthy instance, the
+ * pending FIFO (backpressure), the qatlib callbacks, the completion ring
+ * and its wake-ups (condvar for qatpy_wait, eventfd for asyncio).
+ *
+ * A request slot moves FREE -> (PENDING <-> ONDEV <-> REDO)* -> DONE -> FREE.
+ * While ONDEV it owns one unit of its instance's in-flight count and one
+ * DMA bufset from that instance's pool; both are returned before the slot
+ * reaches the ring, so the pools never run dry and a steady state
+ * allocates no DMA.
+ *
+ * Callbacks run on the thread inside icp_sal_CyPollInstance (facts 5.9).
+ * They only copy, take short leaf mutexes (bufset pool, ring) and write the
+ * eventfd; they never poll, never submit, never sleep.  An ECDSA result
+ * with multiplyStatus FALSE is parked on the instance's redo list and
+ * resubmitted with a fresh k by the poller after the poll call returns.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim_internal.h"
+
+/* Callbacks run on the polling thread: counting them per thread gives each
+ * poller an exact "responses processed" for its own poll call. */
+static __thread unsigned tl_callbacks;
+
+/* ---- slots -------------------------------------------------------------- */
+
+static struct qps_req *slot_get(struct qatpy_device *dev)
+{
+    struct qps_req *req = NULL;
+    pthread_mutex_lock(&dev->slot_lock);
+    if (dev->nfree_slots > 0)
+        req = &dev->slots[dev->free_slots[--dev->nfree_slots]];
+    pthread_mutex_unlock(&dev->slot_lock);
+    return req;
+}
+
+void qps_slot_free(struct qatpy_device *dev, struct qps_req *req)
+{
+    struct qatpy_key *key = req->key;
+    req->key = NULL;
+    atomic_store(&req->state, QPS_SLOT_FREE);
+    pthread_mutex_lock(&dev->slot_lock);
+    dev->free_slots[dev->nfree_slots++] = req->index;
+    pthread_mutex_unlock(&dev->slot_lock);
+    if (key)
+        qps_key_unref(key); /* may wipe and free the key's DMA */
+}
+
+/* ---- completion ring ------------------------------------------------------ */
+
+/*
+ * Wake-up protocol.  The ring is the truth; the eventfd only says "look".
+ * Producers write the eventfd when the ring goes from empty to non-empty.
+ * The drainer calls qatpy_event_clear *before* draining and drains until
+ * the ring is empty (or re-arms the eventfd itself if it stops early at
+ * `max`).  Any completion pushed after the clear is either taken by that
+ * drain pass or, if the pass already emptied the ring, is an
+ * empty -> non-empty transition that writes the eventfd again.  So no
+ * wake-up is lost; at worst a drain finds nothing.
+ */
+void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status)
+{
+    req->status = status;
+    req->cpa_status = cpa_status;
+    if (status != QATPY_ST_OK)
+        req->result_len = 0;
+    atomic_fetch_add(&dev->st.completed, 1);
+    atomic_fetch_add(status == QATPY_ST_OK ? &dev->st.completed_ok : &dev->st.completed_error, 1);
+    atomic_store(&req->state, QPS_SLOT_DONE);
+
+    pthread_mutex_lock(&dev->ring_lock);
+    uint32_t pos = dev->ring_head + dev->ring_count;
+    if (pos >= dev->nslots)
+        pos -= dev->nslots;
+    dev->ring[pos] = req->index;
+    dev->ring_count++;
+    atomic_fetch_add(&dev->seq, 1);
+    if (dev->ring_waiters)
+        pthread_cond_broadcast(&dev->ring_cond);
+    if (dev->ring_count == 1) {
+        uint64_t one = 1;
+        /* Cannot block (EFD_NONBLOCK) and cannot overflow in practice. */
+        while (write(dev->efd, &one, sizeof one) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_mutex_unlock(&dev->ring_lock);
+}
+
+size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, size_t stride,
+                   size_t max)
+{
+    if (!dev || !out || max == 0 || qps_forked(dev) || !dev->ring)
+        return 0;
+    size_t total = 0;
+    uint32_t left = 0;
+    while (total < max) {
+        uint32_t idx[64];
+        uint32_t take = 0;
+        pthread_mutex_lock(&dev->ring_lock);
+        while (take < 64 && total + take < max && dev->ring_count > 0) {
+            idx[take++] = dev->ring[dev->ring_head];
+            if (++dev->ring_head == dev->nslots)
+                dev->ring_head = 0;
+            dev->ring_count--;
+        }
+        left = dev->ring_count;
+        pthread_mutex_unlock(&dev->ring_lock);
+        if (take == 0)
+            break;
+        for (uint32_t i = 0; i < take; i++) {
+            struct qps_req *req = &dev->slots[idx[i]];
+            qatpy_completion *c = &out[total + i];
+            c->tag = req->tag;
+            c->status = req->status;
+            c->cpa_status = req->cpa_status;
+            c->instance = req->inst_index;
+            uint32_t len = req->result_len;
+            if (results && len) {
+                if (len > stride)
+                    len = (uint32_t)stride;
+                memcpy(results + (total + i) * stride, req->result, len);
+            } else {
+                len = 0;
+            }
+            c->len = len;
+            qps_slot_free(dev, req);
+        }
+        total += take;
+    }
+    if (total)
+        atomic_fetch_add(&dev->st.drained_batches, 1);
+    if (left > 0) {
+        /* Stopped at `max` with completions left: re-arm so a reader that
+         * cleared the eventfd before this drain comes back. */
+        uint64_t one = 1;
+        while (write(dev->efd, &one, sizeof one) < 0 && errno == EINTR) {
+        }
+    }
+    return total;
+}
+
+uint64_t qatpy_completion_seq(qatpy_device *dev) { return dev ? atomic_load(&dev->seq) : 0; }
+
+uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns)
+{
+    if (!dev)
+        return 0;
+    if (timeout_ns == 0 || qps_forked(dev) || atomic_load(&dev->seq) > seen)
+        return atomic_load(&dev->seq);
+    struct timespec dl;
+    if (timeout_ns > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &dl);
+        uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)timeout_ns;
+        dl.tv_sec += (time_t)(ns / 1000000000ULL);
+        dl.tv_nsec = (long)(ns % 1000000000ULL);
+    }
+    pthread_mutex_lock(&dev->ring_lock);
+    /* ring_closed: after shutdown nothing more will arrive; do not hang. */
+    while (atomic_load(&dev->seq) <= seen && !dev->ring_closed) {
+        dev->ring_waiters++;
+        int rc = timeout_ns < 0 ? pthread_cond_wait(&dev->ring_cond, &dev->ring_lock)
+                                : pthread_cond_timedwait(&dev->ring_cond, &dev->ring_lock, &dl);
+        dev->ring_waiters--;
+        if (rc == ETIMEDOUT)
+            break;
+    }
+    uint64_t s = atomic_load(&dev->seq);
+    pthread_mutex_unlock(&dev->ring_lock);
+    return s;
+}
+
+/* ---- instance reservation ----------------------------------------------- */
+
+/* Least loaded healthy instance under the cap; an instance that answered
+ * RETRY is skipped until one of its requests completes (or it is empty).
+ * Ties rotate so equal instances share the load.  Returns with one unit of
+ * the instance's in-flight taken. */
+static struct qps_inst *reserve(struct qatpy_device *dev, bool *any_healthy)
+{
+    uint32_t n = dev->ninst;
+    uint32_t start = atomic_fetch_add_explicit(&dev->rr, 1, memory_order_relaxed) % n;
+    *any_healthy = false;
+    for (;;) {
+        struct qps_inst *best = NULL;
+        uint32_t best_load = UINT32_MAX;
+        for (uint32_t j = 0; j < n; j++) {
+            struct qps_inst *inst = &dev->inst[(start + j) % n];
+            if (!atomic_load(&inst->healthy))
+                continue;
+            *any_healthy = true;
+            uint32_t load = atomic_load(&inst->inflight);
+            if (load >= dev->cap || (load > 0 && atomic_load(&inst->full)))
+                continue;
+            if (load < best_load) {
+                best = inst;
+                best_load = load;
+            }
+        }
+        if (!best)
+            return NULL;
+        if (atomic_compare_exchange_weak(&best->inflight, &best_load, best_load + 1)) {
+            uint64_t total = atomic_fetch_add(&dev->inflight_total, 1) + 1;
+            uint64_t m = atomic_load(&dev->st.inflight_max);
+            while (total > m && !atomic_compare_exchange_weak(&dev->st.inflight_max, &m, total)) {
+            }
+            return best;
+        }
+    }
+}
+
+void qps_inst_release(struct qps_inst *inst, struct qps_req *req)
+{
+    if (req->op == QPS_OP_ECDSA && req->buf)
+        qps_wipe(req->buf + QPS_EC_K_OFF, req->in_len); /* the nonce never outlives its use */
+    pthread_mutex_lock(&inst->lock);
+    inst->free_bufs[inst->nfree++] = req->buf;
+    pthread_mutex_unlock(&inst->lock);
+    req->buf = NULL;
+    req->inst = NULL;
+    atomic_fetch_sub(&inst->inflight, 1);
+    atomic_fetch_sub(&inst->dev->inflight_total, 1);
+}
+
+/* ---- callbacks ------------------------------------------------------------ */
+
+static void rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out)
+{
+    (void)op_data;
+    (void)out; /* same as req->out */
+    struct qps_req *req = tag;
+    struct qps_inst *inst = req->inst;
+    struct qatpy_device *dev = req->dev;
+    tl_callbacks++;
+    int st = QATPY_ST_OK;
+    if (status == CPA_STATUS_SUCCESS) {
+        /* Output is right-aligned in a 2*half buffer; the signature is the
+         * last n_len bytes (the rest is zero because the result is < n). */
+        memcpy(req->result, req->out.pData + (req->out.dataLenInBytes - req->in_len),
+               req->in_len);
+        req->result_len = req->in_len;
+    } else {
+        st = QATPY_ST_DEVICE_FAIL;
+    }
+    atomic_store(&inst->full, 0);
+    qps_inst_release(inst, req);
+    qps_complete(dev, req, st, st == QATPY_ST_OK ? 0 : status);
+}
+
+static void ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multiply_status,
+                     CpaFlatBuffer *pr, CpaFlatBuffer *ps)
+{
+    (void)op_data;
+    (void)pr;
+    (void)ps;
+    struct qps_req *req = tag;
+    struct qps_inst *inst = req->inst;
+    struct qatpy_device *dev = req->dev;
+    uint32_t len = req->in_len;
+    tl_callbacks++;
+    atomic_store(&inst->full, 0);
+    if (status != CPA_STATUS_SUCCESS) {
+        qps_inst_release(inst, req);
+        qps_complete(dev, req, QATPY_ST_DEVICE_FAIL, status);
+        return;
+    }
+    const uint8_t *r = req->buf + QPS_EC_R_OFF;
+    const uint8_t *s = req->buf + QPS_EC_S_OFF;
+    if (multiply_status == CPA_TRUE && !qps_be_is_zero(r, len) && !qps_be_is_zero(s, len)) {
+        req->result_len = (uint32_t)qps_der_ecdsa(r, s, len, req->result);
+        qps_inst_release(inst, req);
+        qps_complete(dev, req, QATPY_ST_OK, 0);
+        return;
+    }
+    /* Invalid (r, s) for this k: retry with a fresh k, never the same one. */
+    atomic_fetch_add(&dev->st.ecdsa_retries, 1);
+    qps_inst_release(inst, req);
+    if (req->attempts >= QPS_ECDSA_MAX_ATTEMPTS) {
+        qps_complete(dev, req, QATPY_ST_DEVICE_FAIL, CPA_STATUS_FAIL);
+        return;
+    }
+    atomic_store(&req->state, QPS_SLOT_REDO);
+    req->next = NULL;
+    pthread_mutex_lock(&inst->lock);
+    if (inst->redo_tail)
+        inst->redo_tail->next = req;
+    else
+        inst->redo_head = req;
+    inst->redo_tail = req;
+    atomic_fetch_add(&inst->redo_count, 1);
+    pthread_mutex_unlock(&inst->lock);
+    qps_wake_inst(inst); /* no-op when we run on its poller, as qatlib does */
+}
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+enum { QPS_D_OK, QPS_D_NOCAP, QPS_D_RETRY, QPS_D_DONE };
+
+static int dispatch(struct qatpy_device *dev, struct qps_req *req)
+{
+    bool any_healthy;
+    struct qps_inst *inst = reserve(dev, &any_healthy);
+    if (!inst) {
+        if (any_healthy)
+            return QPS_D_NOCAP;
+        /* Every instance is restarting or dead: fail now so Python can fall back. */
+        qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, CPA_STATUS_RESTARTING);
+        return QPS_D_DONE;
+    }
+    pthread_mutex_lock(&inst->lock);
+    /* nfree > 0 is guaranteed: bufsets == cap >= in-flight units. */
+    req->buf = inst->free_bufs[--inst->nfree];
+    pthread_mutex_unlock(&inst->lock);
+    req->inst = inst;
+    req->inst_index = inst->index;
+    struct qps_key_inst *ki = &req->key->inst[inst->index];
+    uint8_t *buf = req->buf;
+    CpaStatus st;
+
+    atomic_store(&req->state, QPS_SLOT_ONDEV);
+    if (req->op == QPS_OP_RSA) {
+        uint32_t n_len = req->in_len;
+        memcpy(buf + QPS_RSA_IN_OFF, req->input, n_len);
+        req->opd.rsa.pRecipientPrivateKey = &ki->rsa;
+        req->opd.rsa.inputData.dataLenInBytes = n_len;
+        req->opd.rsa.inputData.pData = buf + QPS_RSA_IN_OFF;
+        req->out.dataLenInBytes = 2 * req->key->half;
+        req->out.pData = buf + QPS_RSA_OUT_OFF;
+        st = qps_lib.cpaCyRsaDecrypt(inst->h, rsa_cb, req, &req->opd.rsa, &req->out);
+    } else {
+        const struct qps_curve *cv = req->key->cv;
+        uint32_t len = cv->len;
+        uint8_t *k = buf + QPS_EC_K_OFF;
+        req->attempts++;
+        if (qps_random_scalar(k, cv->n, len, cv->bits, qps_rng_os) != 0) {
+            qps_inst_release(inst, req);
+            qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, CPA_STATUS_FAIL);
+            return QPS_D_DONE;
+        }
+        memcpy(buf + QPS_EC_M_OFF, req->input, len);
+        memset(buf + QPS_EC_R_OFF, 0, len);
+        memset(buf + QPS_EC_S_OFF, 0, len);
+        uint8_t *cb = inst->curve_dma + (size_t)(cv->id - QATPY_CURVE_P256) * QPS_CURVE_BLOCK;
+        CpaCyEcdsaSignRSOpData *op = &req->opd.ec;
+        CpaFlatBuffer *params[6] = {&op->xg, &op->yg, &op->n, &op->q, &op->a, &op->b};
+        for (int p = 0; p < 6; p++) {
+            params[p]->dataLenInBytes = len;
+            params[p]->pData = cb + p * QPS_CURVE_PARAM_STRIDE;
+        }
+        op->k.dataLenInBytes = len;
+        op->k.pData = k;
+        op->m.dataLenInBytes = len;
+        op->m.pData = buf + QPS_EC_M_OFF;
+        op->d.dataLenInBytes = len;
+        op->d.pData = ki->dma;
+        op->fieldType = CPA_CY_EC_FIELD_TYPE_PRIME;
+        req->r.dataLenInBytes = len;
+        req->r.pData = buf + QPS_EC_R_OFF;
+        req->s.dataLenInBytes = len;
+        req->s.pData = buf + QPS_EC_S_OFF;
+        req->sign_status = CPA_FALSE;
+        st = qps_lib.cpaCyEcdsaSignRS(inst->h, ecdsa_cb, req, op, &req->sign_status, &req->r,
+                                      &req->s);
+    }
+    if (st == CPA_STATUS_SUCCESS) {
+        /* req may already be completed by a poller: touch only inst now. */
+        qps_wake_inst(inst);
+        return QPS_D_OK;
+    }
+    qps_inst_release(inst, req);
+    if (st == CPA_STATUS_RETRY) {
+        /* Ring full: nothing was queued and no callback will come. */
+        atomic_store(&inst->full, 1);
+        atomic_fetch_add(&dev->st.ring_retries, 1);
+        if (req->op == QPS_OP_ECDSA)
+            req->attempts--; /* that k never reached the device */
+        return QPS_D_RETRY;
+    }
+    qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, st);
+    return QPS_D_DONE;
+}
+
+static void pend_push(struct qatpy_device *dev, struct qps_req *req, bool front)
+{
+    atomic_store(&req->state, QPS_SLOT_PENDING);
+    pthread_mutex_lock(&dev->pend_lock);
+    if (front) {
+        req->next = dev->pend_head;
+        dev->pend_head = req;
+        if (!dev->pend_tail)
+            dev->pend_tail = req;
+    } else {
+        req->next = NULL;
+        if (dev->pend_tail)
+            dev->pend_tail->next = req;
+        else
+            dev->pend_head = req;
+        dev->pend_tail = req;
+    }
+    atomic_fetch_add(&dev->pend_count, 1);
+    pthread_mutex_unlock(&dev->pend_lock);
+}
+
+static struct qps_req *pend_pop(struct qatpy_device *dev)
+{
+    pthread_mutex_lock(&dev->pend_lock);
+    struct qps_req *req = dev->pend_head;
+    if (req) {
+        dev->pend_head = req->next;
+        if (!dev->pend_head)
+            dev->pend_tail = NULL;
+        req->next = NULL;
+        atomic_fetch_sub(&dev->pend_count, 1);
+    }
+    pthread_mutex_unlock(&dev->pend_lock);
+    return req;
+}
+
+void qps_submit_or_queue(struct qatpy_device *dev, struct qps_req *req, bool front)
+{
+    /* With work already queued, join the queue so order is kept (FIFO) and
+     * nothing overtakes a request that is waiting for ring space. */
+    if (atomic_load(&dev->pend_count) == 0) {
+        int r = dispatch(dev, req);
+        if (r == QPS_D_OK || r == QPS_D_DONE)
+            return;
+    }
+    pend_push(dev, req, front);
+    /* The pollers take queued work after their next poll; wake parked ones. */
+    qps_wake_all(dev);
+}
+
+int qps_dispatch_pending(struct qatpy_device *dev)
+{
+    if (atomic_load(&dev->pend_count) == 0)
+        return 0;
+    /* One dispatcher at a time keeps FIFO order and avoids N pollers racing
+     * the same RETRY; the others just go back to polling. */
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&dev->dispatching, &expected, 1))
+        return 0;
+    int done = 0, blocked = 0;
+    struct qps_req *req;
+    while ((req = pend_pop(dev)) != NULL) {
+        int r = dispatch(dev, req);
+        if (r == QPS_D_NOCAP || r == QPS_D_RETRY) {
+            pend_push(dev, req, true);
+            blocked = r == QPS_D_RETRY;
+            break;
+        }
+        done++;
+    }
+    atomic_store(&dev->dispatching, 0);
+    return blocked && done == 0 ? -1 : done;
+}
+
+int qps_poll_instance(struct qps_inst *inst)
+{
+    struct qatpy_device *dev = inst->dev;
+    unsigned before = tl_callbacks;
+    CpaStatus st = qps_lib.icp_sal_CyPollInstance(inst->h, 0);
+    unsigned got = tl_callbacks - before;
+    atomic_fetch_add(&dev->st.polls, 1);
+    if (got == 0) {
+        atomic_fetch_add(&dev->st.polls_empty, 1);
+        if (st == CPA_STATUS_SUCCESS)
+            got = 1; /* responses processed whose callbacks ran elsewhere */
+    }
+    /* Resubmit ECDSA requests whose k gave an invalid signature; done here,
+     * after the poll call returned, never from inside the callback. */
+    if (atomic_load(&inst->redo_count) > 0) {
+        pthread_mutex_lock(&inst->lock);
+        struct qps_req *list = inst->redo_head;
+        inst->redo_head = inst->redo_tail = NULL;
+        atomic_store(&inst->redo_count, 0);
+        pthread_mutex_unlock(&inst->lock);
+        while (list) {
+            struct qps_req *next = list->next;
+            list->next = NULL;
+            qps_submit_or_queue(dev, list, true);
+            list = next;
+        }
+    }
+    return (int)got;
+}
+
+/* ---- public submit / poll ------------------------------------------------- */
+
+static bool gate_enter(struct qatpy_device *dev)
+{
+    atomic_fetch_add(&dev->submit_active, 1);
+    if (atomic_load(&dev->closing)) {
+        atomic_fetch_sub(&dev->submit_active, 1);
+        return false;
+    }
+    return true;
+}
+
+static void gate_exit(struct qatpy_device *dev) { atomic_fetch_sub(&dev->submit_active, 1); }
+
+static int submit_common(struct qatpy_device *dev, struct qatpy_key *key, int op,
+                         const uint8_t *input, uint32_t in_len, uint64_t tag)
+{
+    if (!gate_enter(dev))
+        return QATPY_SUBMIT_CLOSED;
+    struct qps_req *req = slot_get(dev);
+    if (!req) {
+        gate_exit(dev);
+        return QATPY_SUBMIT_FULL;
+    }
+    req->op = op;
+    req->tag = tag;
+    req->key = key;
+    qps_key_ref(key);
+    req->in_len = in_len;
+    req->attempts = 0;
+    req->status = 0;
+    req->cpa_status = 0;
+    req->result_len = 0;
+    req->inst_index = 0;
+    req->next = NULL;
+    memcpy(req->input, input, in_len);
+    atomic_fetch_add(&dev->st.submitted, 1);
+    qps_submit_or_queue(dev, req, false);
+    gate_exit(dev);
+    return QATPY_SUBMIT_OK;
+}
+
+int qatpy_submit_rsa(qatpy_device *dev, qatpy_key *key, int encoding, int hash_id,
+                     const uint8_t *input, size_t input_len, uint64_t tag)
+{
+    uint8_t em[QATPY_MAX_RESULT];
+    if (!dev || !input)
+        return QATPY_SUBMIT_BADARG;
+    if (qps_forked(dev))
+        return QATPY_SUBMIT_CLOSED;
+    if (!key || key->type != QPS_KEY_RSA || key->dev != dev)
+        return QATPY_SUBMIT_BADKEY;
+    uint32_t n_len = key->n_len;
+    if (encoding == QATPY_RSA_PKCS1) {
+        if (qps_pkcs1_encode(hash_id, input, input_len, em, n_len) != 0)
+            return QATPY_SUBMIT_BADARG;
+    } else if (encoding == QATPY_RSA_RAW) {
+        /* A shorter block is the same integer left-padded with zeros. */
+        if (input_len == 0 || input_len > n_len)
+            return QATPY_SUBMIT_BADARG;
+        memset(em, 0, n_len - input_len);
+        memcpy(em + (n_len - input_len), input, input_len);
+    } else {
+        return QATPY_SUBMIT_BADARG;
+    }
+    /* Rep2 gives the device no n to check against (facts 5.5): we must. */
+    if (!qps_be_less(em, key->n, n_len))
+        return QATPY_SUBMIT_BADARG;
+    return submit_common(dev, key, QPS_OP_RSA, em, n_len, tag);
+}
+
+int qatpy_submit_ecdsa(qatpy_device *dev, qatpy_key *key, const uint8_t *digest,
+                       size_t digest_len, uint64_t tag)
+{
+    uint8_t m[QPS_MAX_CURVE_LEN];
+    if (!dev || (!digest && digest_len))
+        return QATPY_SUBMIT_BADARG;
+    if (qps_forked(dev))
+        return QATPY_SUBMIT_CLOSED;
+    if (!key || key->type != QPS_KEY_EC || key->dev != dev)
+        return QATPY_SUBMIT_BADKEY;
+    const struct qps_curve *cv = key->cv;
+    qps_truncate_digest(digest, digest_len, cv->bits, m, cv->len);
+    return submit_common(dev, key, QPS_OP_ECDSA, m, cv->len, tag);
+}
+
+int qatpy_poll(qatpy_device *dev)
+{
+    if (!dev || qps_forked(dev))
+        return 0;
+    atomic_fetch_add(&dev->poll_active, 1);
+    if (atomic_load(&dev->poll_closed)) {
+        atomic_fetch_sub(&dev->poll_active, 1);
+        return 0;
+    }
+    int total = 0;
+    for (uint32_t i = 0; i < dev->ninst; i++)
+        total += qps_poll_instance(&dev->inst[i]);
+    qps_dispatch_pending(dev);
+    atomic_fetch_sub(&dev->poll_active, 1);
+    return total;
+}

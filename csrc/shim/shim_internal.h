@@ -1,0 +1,342 @@
+/*
+ * Private declarations shared by the shim's C files (never fed to cffi).
+ *
+ * Ownership map (who frees what):
+ *   - The library table (qps_lib) is process-wide; the handles are never
+ *     dlclosed once a load succeeded, so function pointers stay valid for
+ *     every device, key and thread that captured them.
+ *   - A device owns its instances, their DMA (curve constants, request
+ *     buffer pools), the request slots, the completion ring and the eventfd.
+ *     All of that is freed by qatpy_device_free.
+ *   - A key owns its per-instance DMA copies of the private parts.  It is
+ *     referenced by Python (one ref) and by every request slot using it
+ *     (one ref each); the last unref wipes and frees the DMA.  A key also
+ *     holds a reference on the device *struct* (not on its resources), so
+ *     qatpy_key_release stays safe after qatpy_device_free: device_free
+ *     wipes and frees every key's DMA itself (no request can use it any
+ *     more), and a later key release frees only the key's own malloc
+ *     memory and drops the last device-struct reference.
+ *   - USDM memory does not depend on icp_sal_userStart, so DMA may be
+ *     freed after icp_sal_userStop; it must only outlive the last moment
+ *     the device can touch it, i.e. cpaCyStopInstance of its instance.
+ */
+#ifndef QATPY_SHIM_INTERNAL_H
+#define QATPY_SHIM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qat_abi.h"
+#include "qatpy_shim.h"
+
+/* ---- library table --------------------------------------------------- */
+
+/* Needed for anything to work; a missing one fails qatpy_lib_load. */
+#define QPS_REQUIRED_QAT(X)                                                                  \
+    X(icp_sal_userStart)                                                                     \
+    X(icp_sal_userStop)                                                                      \
+    X(icp_sal_userIsQatAvailable)                                                            \
+    X(cpaCyGetNumInstances)                                                                  \
+    X(cpaCyGetInstances)                                                                     \
+    X(cpaCyInstanceGetInfo2)                                                                 \
+    X(cpaCyQueryCapabilities)                                                                \
+    X(cpaCySetAddressTranslation)                                                            \
+    X(cpaCyStartInstance)                                                                    \
+    X(cpaCyStopInstance)                                                                     \
+    X(cpaCyRsaDecrypt)                                                                       \
+    X(cpaCyEcdsaSignRS)                                                                      \
+    X(icp_sal_CyPollInstance)
+
+/* Looked up but optional: newer API (response mode, event fd) or calls the
+ * shim can do without.  NULL pointer = not available ("HAS" = non-NULL). */
+#define QPS_OPTIONAL_QAT(X)                                                                  \
+    X(cpaGetNumInstances)                                                                    \
+    X(cpaGetInstances)                                                                       \
+    X(cpaCyInstanceSetNotificationCb)                                                        \
+    X(cpaCyGetStatusText)                                                                    \
+    X(cpaInstanceSetResponseMode)                                                            \
+    X(cpaInstanceGetResponseMode)                                                            \
+    X(icp_sal_CyGetFileDescriptor)                                                           \
+    X(icp_sal_CyPutFileDescriptor)                                                           \
+    X(cpaCyRsaEncrypt)                                                                       \
+    X(cpaCyEcdsaVerify)
+
+#define QPS_REQUIRED_USDM(X)                                                                 \
+    X(qaeMemAllocNUMA)                                                                       \
+    X(qaeMemFreeNUMA)                                                                        \
+    X(qaeVirtToPhysNUMA)
+
+typedef int (*qps_sim_set_fn)(const char *, long long);
+typedef int (*qps_sim_get_fn)(const char *, long long *);
+typedef int (*qps_sim_reset_fn)(void);
+
+struct qps_lib {
+    void *qat;
+    void *usdm;
+#define QPS_FIELD(name) QATPY_FN(name) name;
+    QPS_REQUIRED_QAT(QPS_FIELD)
+    QPS_OPTIONAL_QAT(QPS_FIELD)
+    QPS_REQUIRED_USDM(QPS_FIELD)
+#undef QPS_FIELD
+    qps_sim_set_fn sim_set;
+    qps_sim_get_fn sim_get;
+    qps_sim_reset_fn sim_reset;
+};
+
+/* Written once under the load lock before qps_loaded() turns true; read-only after. */
+extern struct qps_lib qps_lib;
+bool qps_loaded(void);
+/* Serialises lib load and device open (one started device per process). */
+void qps_global_lock(void);
+void qps_global_unlock(void);
+/* The open device, guarded by the global lock; reset in a forked child. */
+extern struct qatpy_device *qps_open_dev;
+/* Bumped in every forked child: a device whose fork_gen differs belongs to
+ * the parent, and its DMA, mutexes and threads must not be touched. */
+extern _Atomic unsigned qps_fork_gen;
+
+/* ---- pure helpers (encode.c) ------------------------------------------ */
+
+#define QPS_MAX_CURVE_LEN 66
+#define QPS_MAX_ECDSA_DER (3 + 2 * (3 + QPS_MAX_CURVE_LEN))
+
+struct qps_curve {
+    int id;             /* QATPY_CURVE_* */
+    unsigned bits;      /* bit length of the order n (= field bits for P curves) */
+    uint32_t len;       /* bytes of every parameter, scalar and result half */
+    uint8_t q[QPS_MAX_CURVE_LEN], a[QPS_MAX_CURVE_LEN], b[QPS_MAX_CURVE_LEN];
+    uint8_t n[QPS_MAX_CURVE_LEN], xg[QPS_MAX_CURVE_LEN], yg[QPS_MAX_CURVE_LEN];
+};
+
+const struct qps_curve *qps_curve_get(int curve_id);
+/* Hash size for a QATPY_HASH_* id, 0 if unknown. */
+size_t qps_hash_len(int hash_id);
+/* EMSA-PKCS1-v1_5 (RFC 8017 9.2) into em[0..em_len); 0 ok, -1 bad hash/length. */
+int qps_pkcs1_encode(int hash_id, const uint8_t *digest, size_t digest_len, uint8_t *em,
+                     size_t em_len);
+/* a < b for equal-length big-endian numbers, without data-dependent branches. */
+int qps_be_less(const uint8_t *a, const uint8_t *b, size_t len);
+int qps_be_is_zero(const uint8_t *a, size_t len);
+/* Leftmost `bits` bits of the digest as a big-endian integer of `len` bytes. */
+void qps_truncate_digest(const uint8_t *digest, size_t digest_len, unsigned bits, uint8_t *m,
+                         size_t len);
+/* DER SEQUENCE { INTEGER r, INTEGER s } of two len-byte big-endian values;
+ * returns bytes written to out (at most QPS_MAX_ECDSA_DER). */
+size_t qps_der_ecdsa(const uint8_t *r, const uint8_t *s, size_t len, uint8_t *out);
+/* Random source: fill buf, 0 on success. */
+typedef int (*qps_rng_fn)(uint8_t *buf, size_t len);
+int qps_rng_os(uint8_t *buf, size_t len);
+/* Uniform k in [1, n-1] by rejection sampling (top bits masked to bitlen(n)).
+ * 0 on success; on failure k is wiped and -1 returned. */
+int qps_random_scalar(uint8_t *k, const uint8_t *n, size_t len, unsigned bits, qps_rng_fn rng);
+/* Strip leading zero bytes; returns the new length (0 for zero). */
+size_t qps_be_strip(const uint8_t **p, size_t len);
+void qps_wipe(void *p, size_t len);
+
+/* ---- device, instances, requests ---------------------------------------- */
+
+/* Layout of one DMA request buffer ("bufset"): big enough for RSA-8192. */
+#define QPS_BUFSET_SIZE 2048
+#define QPS_RSA_IN_OFF 0
+#define QPS_RSA_OUT_OFF 1024
+#define QPS_EC_M_OFF 0
+#define QPS_EC_K_OFF 128
+#define QPS_EC_R_OFF 256
+#define QPS_EC_S_OFF 384
+#define QPS_BUFSETS_PER_CHUNK 32
+/* Curve constants: 6 params x 72-byte stride per curve, 3 curves. */
+#define QPS_CURVE_PARAM_STRIDE 72
+#define QPS_CURVE_BLOCK (6 * QPS_CURVE_PARAM_STRIDE)
+#define QPS_NUM_CURVES 3
+
+#define QPS_ECDSA_MAX_ATTEMPTS 16
+#define QPS_RETRY_BACKOFF_NS 50000ULL
+
+enum qps_slot_state {
+    QPS_SLOT_FREE = 0,
+    QPS_SLOT_PENDING, /* in the device's pending FIFO, waiting for ring space */
+    QPS_SLOT_ONDEV,   /* submitted; owns a bufset and one unit of its instance's in-flight */
+    QPS_SLOT_REDO,    /* ECDSA needs a fresh k; in an instance's redo list */
+    QPS_SLOT_DONE     /* in the completion ring, waiting for qatpy_drain */
+};
+
+enum { QPS_OP_RSA = 1, QPS_OP_ECDSA = 2 };
+
+struct qps_inst;
+
+struct qps_req {
+    struct qatpy_device *dev;
+    uint32_t index;
+    _Atomic int state;
+    int op;
+    uint64_t tag;
+    struct qatpy_key *key;
+    uint32_t in_len;          /* RSA: modulus bytes; ECDSA: curve bytes */
+    uint32_t attempts;        /* ECDSA k draws */
+    int32_t status;
+    int32_t cpa_status;
+    uint32_t result_len;
+    uint32_t inst_index;      /* last instance that took it */
+    struct qps_inst *inst;    /* while ONDEV */
+    uint8_t *buf;             /* DMA bufset while ONDEV */
+    struct qps_req *next;     /* pending FIFO / redo list link */
+    /* Op-data structs live here (ordinary memory, CPU-read only); every
+     * pData they point at is DMA memory. */
+    union {
+        CpaCyRsaDecryptOpData rsa;
+        CpaCyEcdsaSignRSOpData ec;
+    } opd;
+    CpaFlatBuffer out;        /* RSA output */
+    CpaFlatBuffer r, s;       /* ECDSA outputs */
+    CpaBoolean sign_status;
+    uint8_t input[QATPY_MAX_RESULT];   /* RSA: encoded block (in_len); ECDSA: truncated m */
+    uint8_t result[QATPY_MAX_RESULT];
+};
+
+struct qps_inst {
+    struct qatpy_device *dev;
+    uint32_t index;
+    CpaInstanceHandle h;
+    CpaAccelerationServiceType svc; /* CRYPTO_ASYM or CRYPTO: what SetResponseMode needs */
+    int node;
+    bool started;
+    bool stop_failed;          /* cpaCyStopInstance failed: its DMA is leaked, never reused */
+    _Atomic int healthy;       /* notification callback: RESTARTING -> 0, RESTARTED -> 1 */
+    _Atomic int fatal;
+    _Atomic uint32_t inflight; /* requests on the device (incl. ones being submitted) */
+    _Atomic int full;          /* device said RETRY; skip while inflight > 0 */
+    int event_fd;              /* qatlib's fd in EVENT mode, else -1 */
+    bool event_mode;           /* SetResponseMode(BY_EVENT) succeeded */
+    uint8_t *curve_dma;        /* QPS_NUM_CURVES * QPS_CURVE_BLOCK */
+
+    pthread_mutex_t lock;      /* free bufsets, redo list */
+    uint8_t **free_bufs;
+    uint32_t nfree;
+    uint8_t **chunks;
+    uint32_t nchunks;
+    struct qps_req *redo_head, *redo_tail;
+    _Atomic uint32_t redo_count;
+
+    pthread_t thread;
+    bool thread_running;
+    pthread_mutex_t park_lock;
+    pthread_cond_t park_cond;
+    _Atomic int parked;
+    bool locks_init;
+};
+
+struct qps_key_inst {
+    uint8_t *dma;              /* RSA: p,q,dp,dq,qinv each `half` bytes; EC: d */
+    size_t dma_len;
+    CpaCyRsaPrivateKey rsa;    /* ordinary memory; points into dma */
+};
+
+enum { QPS_KEY_RSA = 1, QPS_KEY_EC = 2 };
+
+struct qatpy_key {
+    struct qatpy_device *dev;
+    _Atomic uint32_t refs;     /* Python's handle + one per request slot */
+    int type;
+    const struct qps_curve *cv;
+    uint32_t n_len;            /* RSA modulus bytes (minimal) */
+    uint32_t half;             /* RSA: bytes of each CRT component */
+    uint8_t *n;                /* RSA modulus (public), n_len bytes */
+    uint8_t *e;                /* RSA public exponent, e_len bytes (kept for verify-after-sign) */
+    uint32_t e_len;
+    bool dma_freed;            /* guarded by dev->key_lock */
+    bool released;             /* Python's reference dropped */
+    struct qatpy_key *prev, *next; /* dev->keys list, guarded by dev->key_lock */
+    uint32_t ninst;
+    struct qps_key_inst inst[];
+};
+
+enum { QPS_STAGE_OPEN = 0, QPS_STAGE_CLOSED = 1, QPS_STAGE_FREED = 2 };
+
+struct qps_counters {
+    _Atomic uint64_t submitted, completed, completed_ok, completed_error, ring_retries;
+    _Atomic uint64_t inflight_max, polls, polls_empty, dma_allocs, dma_live;
+    _Atomic uint64_t ecdsa_retries, drained_batches;
+};
+
+struct qatpy_device {
+    _Atomic uint32_t refs;     /* owner (until device_free) + one per live key */
+    unsigned fork_gen;
+    char process_name[128];
+    int requested_mode;
+    _Atomic int poll_mode;     /* effective */
+    _Atomic uint64_t poll_delay_ns;
+    uint32_t cap;              /* in-flight cap per instance */
+
+    pthread_mutex_t state_lock; /* shutdown / free / set_poll / thread start */
+    int stage;
+    bool threads_started;
+    bool user_started;
+    _Atomic int stop_threads;
+
+    /* Submit gate: submitters announce themselves, then check `closing`;
+     * shutdown sets `closing`, then waits for the announcements to drain. */
+    _Atomic int closing;
+    _Atomic uint32_t submit_active;
+    _Atomic int poll_closed;
+    _Atomic uint32_t poll_active;
+
+    uint32_t ninst;
+    struct qps_inst *inst;
+    _Atomic uint32_t rr;
+    _Atomic uint64_t inflight_total;
+
+    uint32_t nslots;
+    struct qps_req *slots;
+    pthread_mutex_t slot_lock;
+    uint32_t *free_slots;
+    uint32_t nfree_slots;
+
+    pthread_mutex_t pend_lock;
+    struct qps_req *pend_head, *pend_tail;
+    _Atomic uint32_t pend_count;
+    _Atomic int dispatching;
+
+    pthread_mutex_t ring_lock;
+    pthread_cond_t ring_cond;
+    uint32_t *ring;            /* slot indices, capacity nslots (a slot is in it at most once) */
+    uint32_t ring_head, ring_count;
+    uint32_t ring_waiters;
+    bool ring_closed;
+    _Atomic uint64_t seq;
+    int efd;
+
+    pthread_mutex_t key_lock;
+    struct qatpy_key *keys;
+
+    struct qps_counters st;
+};
+
+/* device.c */
+void qps_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void *qps_dma_alloc(struct qatpy_device *dev, size_t size, int node);
+void qps_dma_free(struct qatpy_device *dev, void *p, size_t wipe_len);
+bool qps_forked(const struct qatpy_device *dev);
+void qps_dev_unref(struct qatpy_device *dev);
+void qps_wake_inst(struct qps_inst *inst);
+void qps_wake_all(struct qatpy_device *dev);
+
+/* request.c */
+void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status);
+/* Dispatch or queue; `front` puts a requeued request at the head of the FIFO. */
+void qps_submit_or_queue(struct qatpy_device *dev, struct qps_req *req, bool front);
+/* Returns: >0 requests dispatched, 0 nothing to do, -1 blocked by device RETRY. */
+int qps_dispatch_pending(struct qatpy_device *dev);
+/* Poll one instance once and resubmit its ECDSA redos; returns responses seen. */
+int qps_poll_instance(struct qps_inst *inst);
+void qps_inst_release(struct qps_inst *inst, struct qps_req *req);
+void qps_slot_free(struct qatpy_device *dev, struct qps_req *req);
+
+/* key.c */
+void qps_key_ref(struct qatpy_key *key);
+void qps_key_unref(struct qatpy_key *key);
+void qps_key_free_dma_locked(struct qatpy_key *key);
+
+#endif /* QATPY_SHIM_INTERNAL_H */
