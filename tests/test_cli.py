@@ -41,7 +41,7 @@ def test_info_json():
     """`info --json` reports the version, the backend auto picks and why."""
     import os
 
-    env = dict(os.environ, QATPY_LIBQAT="/nonexistent/libqat.so.4")
+    env = dict(os.environ, QATPY_LIBQAT="/nonexistent/libqat.so.4", QATPY_LIBUSDM="/nonexistent/libusdm.so.0")
     env.pop("QATPY_BACKEND", None)
     p = run("info", "--json", env=env)
     assert p.returncode == 0, p.stderr

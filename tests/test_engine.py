@@ -23,18 +23,36 @@ def test_software_backend_reports_itself(clean_env):
         assert eng.stats()["backend"] == "software"
 
 
-def test_auto_falls_back_with_reason(clean_env, monkeypatch):
+FALLBACK_SCRIPT = """
+import json, qatpy
+out = {}
+with qatpy.Engine("auto") as eng:
+    out["backend"] = eng.backend
+    out["reason"] = eng.fallback_reason
+try:
+    qatpy.Engine("qat")
+except qatpy.QatUnavailableError as exc:
+    out["qat_error"] = [exc.cause, exc.reason, str(exc)]
+print(json.dumps(out))
+"""
+
+
+def test_auto_falls_back_with_reason():
     """With no usable libqat, auto picks software and says why; backend='qat' raises the same reason."""
-    monkeypatch.setenv("QATPY_LIBQAT", "/nonexistent/libqat.so.4")
-    with qatpy.Engine("auto") as eng:
-        assert eng.backend == "software"
-        assert eng.fallback_reason and "library not found" in eng.fallback_reason
-        assert "hint" in eng.fallback_reason
-        reason = eng.fallback_reason
-    with pytest.raises(qatpy.QatUnavailableError) as ei:
-        qatpy.Engine("qat")
-    assert ei.value.cause == "library not found"
-    assert "libqat" in ei.value.reason and reason.split(":")[0] in str(ei.value)
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, QATPY_LIBQAT="/nonexistent/libqat.so.4", QATPY_LIBUSDM="/nonexistent/libusdm.so.0")
+    env.pop("QATPY_BACKEND", None)
+    p = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["backend"] == "software"
+    assert out["reason"].startswith("library not found") and "/nonexistent/lib" in out["reason"]
+    cause, reason, text = out["qat_error"]
+    assert cause == "library not found" and reason == out["reason"] == text
 
 
 def test_env_selects_backend(clean_env, monkeypatch):
