@@ -164,8 +164,9 @@ class Dma:
         return self.buf(b"\xaa" * length)
 
     def free(self, p: Any, wipe: bool = True) -> None:
-        self.blocks.remove(p)
-        pp = ffi.new("void **", p)
+        addr = int(ffi.cast("uintptr_t", p))
+        self.blocks = [b for b in self.blocks if int(ffi.cast("uintptr_t", b)) != addr]
+        pp = ffi.new("void **", ffi.cast("void *", p))
         (self.usdm.qaeMemFreeNUMA if wipe else self.usdm.qaeMemFreeNonZeroNUMA)(pp)
         assert pp[0] == ffi.NULL
 
