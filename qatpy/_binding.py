@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, NamedTuple
+from typing import Any
 
 _lock = threading.Lock()
 _mod: Any = None
@@ -41,14 +41,6 @@ def sim_dir() -> str:
 def sim_paths() -> tuple[str, str]:
     d = sim_dir()
     return os.path.join(d, "libqat.so.4"), os.path.join(d, "libusdm.so.0")
-
-
-class Completion(NamedTuple):
-    tag: int
-    status: int
-    cpa_status: int
-    result: bytes
-    instance: int
 
 
 def _err(buf: Any) -> str:
@@ -116,11 +108,14 @@ class Device:
         m = native()
         self._m = m
         self._ptr = ptr
-        self._comps = m.ffi.new("qatpy_completion[]", DRAIN_MAX)
         self._stride = m.lib.QATPY_MAX_RESULT
         self._results = m.ffi.new("uint8_t[]", DRAIN_MAX * self._stride)
         self._results_buf = m.ffi.buffer(self._results)
         self._drain_lock = threading.Lock()
+        self._tags = m.ffi.new("uint64_t[]", DRAIN_MAX)
+        self._sts = m.ffi.new("int32_t[]", DRAIN_MAX)
+        self._cpas = m.ffi.new("int32_t[]", DRAIN_MAX)
+        self._lens = m.ffi.new("uint32_t[]", DRAIN_MAX)
 
     @staticmethod
     def open(poll_mode: int, poll_delay_ns: int, max_instances: int, inflight: int, max_requests: int) -> tuple["Device | None", int, str]:
@@ -157,27 +152,38 @@ class Device:
             return None, _err(err)
         return Key(ptr), ""
 
-    def submit_rsa(self, key: Key, encoding: int, hash_id: int, data: bytes, tag: int) -> int:
-        return int(self._m.lib.qatpy_submit_rsa(self._ptr, key._ptr, encoding, hash_id, data, len(data), tag))
+    def submit_rsa_many(self, key: Key, encoding: int, hash_id: int, inputs: bytes, input_len: int, n: int, tag0: int) -> tuple[int, int]:
+        done = self._m.ffi.new("size_t *")
+        rc = self._m.lib.qatpy_submit_rsa_many(self._ptr, key._ptr, encoding, hash_id, inputs, input_len, n, tag0, done)
+        return int(rc), int(done[0])
 
-    def submit_ecdsa(self, key: Key, digest: bytes, tag: int) -> int:
-        return int(self._m.lib.qatpy_submit_ecdsa(self._ptr, key._ptr, digest, len(digest), tag))
+    def submit_ecdsa_many(self, key: Key, digests: bytes, digest_len: int, n: int, tag0: int) -> tuple[int, int]:
+        done = self._m.ffi.new("size_t *")
+        rc = self._m.lib.qatpy_submit_ecdsa_many(self._ptr, key._ptr, digests, digest_len, n, tag0, done)
+        return int(rc), int(done[0])
 
-    def drain(self) -> list[Completion]:
-        """Take every waiting completion (in batches of DRAIN_MAX)."""
-        lib = self._m.lib
-        out: list[Completion] = []
+    def drain(self) -> tuple[list[int], list[int], list[int], list[bytes]]:
+        """Take every waiting completion: (tags, statuses, cpa statuses, results)."""
+        m = self._m
+        ffi, lib = m.ffi, m.lib
+        tags: list[int] = []
+        sts: list[int] = []
+        cpas: list[int] = []
+        res: list[bytes] = []
+        stride = self._stride
+        buf = self._results_buf
         with self._drain_lock:
             while True:
-                n = lib.qatpy_drain(self._ptr, self._comps, self._results, self._stride, DRAIN_MAX)
-                buf = self._results_buf
-                stride = self._stride
-                for i in range(n):
-                    c = self._comps[i]
-                    off = i * stride
-                    out.append(Completion(c.tag, c.status, c.cpa_status, buf[off : off + c.len], c.instance))
+                n = lib.qatpy_drain_arrays(self._ptr, self._tags, self._sts, self._cpas, self._lens,
+                                           self._results, stride, DRAIN_MAX)
+                if n:
+                    tags += ffi.unpack(self._tags, n)
+                    sts += ffi.unpack(self._sts, n)
+                    cpas += ffi.unpack(self._cpas, n)
+                    lens = ffi.unpack(self._lens, n)
+                    res += [buf[i * stride : i * stride + ln] for i, ln in enumerate(lens)]
                 if n < DRAIN_MAX:
-                    return out
+                    return tags, sts, cpas, res
 
     def seq(self) -> int:
         return int(self._m.lib.qatpy_completion_seq(self._ptr))

@@ -54,6 +54,11 @@ class BatchResult:
             self.remaining -= len(items)
             return self.remaining == 0
 
+    def missing(self) -> list[int]:
+        """Indices with no result yet (their slots still hold None)."""
+        with self._lock:
+            return [i for i, r in enumerate(self.results) if r is None]
+
     def finish(self) -> Item:
         return (self._done, 0, self, None)
 

@@ -280,16 +280,18 @@ class Engine:
         if self._qat is not None and self._qat.accepts(key, spec):
             fut: cf.Future[bytes] = cf.Future()
             fut.set_running_or_notify_cancel()
-            self._qat.submit(key, spec, [data], [(fut, 0)])
+            self._qat.submit(key, spec, [data], fut)
             return self._wait(fut)
         return self._software().run_sync(key._sw_signer(-1), (data, *self._sw_args(key, spec)))
 
-    def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], targets: list[tuple[Any, int]]) -> None:
+    def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
+        """Queue the operations; result i goes to (target, i)."""
         self._check_open()
         self._check_prehashed(spec, datas)
         if self._qat is not None and self._qat.accepts(key, spec):
-            self._qat.submit(key, spec, datas, targets)
+            self._qat.submit(key, spec, datas, target)
             return
+        targets = [(target, i) for i in range(len(datas))]
         self._software().submit(key._sw_signer, self._sw_args(key, spec), datas, targets)
 
     def _wait(self, fut: "cf.Future[Any]") -> Any:

@@ -57,7 +57,7 @@ class _KeyBase:
         data = _ops.data_bytes(data)
         fut: cf.Future[bytes] = cf.Future()
         fut.set_running_or_notify_cancel()
-        self._engine._submit(self, spec, [data], [(fut, 0)])
+        self._engine._submit(self, spec, [data], fut)
         return fut
 
     async def sign_async(self, data: bytes, *args: Any) -> bytes:
@@ -65,7 +65,7 @@ class _KeyBase:
         spec = self._spec(*args)
         data = _ops.data_bytes(data)
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._engine._submit(self, spec, [data], [(fut, 0)])
+        self._engine._submit(self, spec, [data], fut)
         return await fut
 
     def _submit_many(self, data: Iterable[bytes], args: tuple[Any, ...], done: Any, record_times: bool = False) -> BatchResult:
@@ -80,7 +80,7 @@ class _KeyBase:
         if not items:
             done.set_result(batch)
             return batch
-        self._engine._submit(self, spec, items, [(batch, i) for i in range(len(items))])
+        self._engine._submit(self, spec, items, batch)
         return batch
 
     def sign_many_future(self, data: Iterable[bytes], *args: Any, return_exceptions: bool = False) -> "cf.Future[list[Any]]":

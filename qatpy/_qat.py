@@ -9,6 +9,8 @@ batch.  Engines (QatBackend) share the runtime by reference count.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures as cf
 import itertools
 import os
 import threading
@@ -17,7 +19,7 @@ import weakref
 from typing import Any
 
 from . import _binding, _ops
-from ._completion import Item, deliver
+from ._completion import BatchResult, Item, deliver
 from ._errors import (
     DeadlineExceededError,
     EngineClosedError,
@@ -62,6 +64,12 @@ def _be(n: int, length: int | None = None) -> bytes:
     return n.to_bytes(length if length is not None else max(1, (n.bit_length() + 7) // 8), "big")
 
 
+# A tag is (request id << TAG_SHIFT) | index: one pending entry per submit
+# call, however many operations it carries.
+TAG_SHIFT = 24
+TAG_MASK = (1 << TAG_SHIFT) - 1
+
+
 class _Runtime:
     def __init__(self, device: _binding.Device, is_sim: bool, mode: str) -> None:
         self.device = device
@@ -69,10 +77,11 @@ class _Runtime:
         self.manual = mode == "manual"
         self.lock = threading.Lock()
         self.refs = 0
-        self.pending: dict[int, tuple[Any, int, "QatBackend"]] = {}
-        self.tags = itertools.count(1)
+        # request id -> [target, operations not yet answered, owning backend]
+        self.pending: dict[int, list[Any]] = {}
+        self.rids = itertools.count(1)
         self.stopping = False
-        self.drained_batches = 0
+        self.loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
         self.thread: threading.Thread | None = None
         if not self.manual:
             self.thread = threading.Thread(target=self._completion_loop, name="qatpy-completions", daemon=True)
@@ -85,41 +94,87 @@ class _Runtime:
             seen = dev.wait(seen, 50_000_000)  # GIL released while waiting
             self.drain()
 
+    def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let `loop` drain completions itself when the shim's eventfd fires,
+        so its futures resolve without a cross-thread hand-off."""
+        with self.lock:
+            if loop in self.loops or self.stopping:
+                return
+            self.loops.add(loop)
+        loop.add_reader(self.device.event_fd(), self._on_readable)
+
+    def _on_readable(self) -> None:
+        # Clear before draining: a completion pushed after the clear re-arms
+        # the fd, so nothing is left behind unannounced.
+        self.device.event_clear()
+        self.drain()
+
+    def unwatch_loops(self) -> None:
+        fd = self.device.event_fd()
+        for loop in list(self.loops):
+            if loop.is_closed():
+                continue
+            try:
+                if asyncio._get_running_loop() is loop:
+                    loop.remove_reader(fd)
+                else:
+                    loop.call_soon_threadsafe(loop.remove_reader, fd)
+            except RuntimeError:
+                pass
+        self.loops = weakref.WeakSet()
+
     def drain(self) -> int:
-        comps = self.device.drain()
-        if not comps:
+        tags, sts, cpas, results = self.device.drain()
+        if not tags:
             return 0
         items: list[Item] = []
-        owners: dict[QatBackend, int] = {}
         with self.lock:
             pend = self.pending
-            for c in comps:
-                entry = pend.pop(c.tag, None)
+            for tag, st, cpa, res in zip(tags, sts, cpas, results):
+                rid = tag >> TAG_SHIFT
+                entry = pend.get(rid)
                 if entry is None:
                     continue  # settled already (engine closed): drop the late answer
-                target, index, owner = entry
-                owners[owner] = owners.get(owner, 0) + 1
-                if c.status == ST_OK:
-                    items.append((target, index, c.result, None))
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del pend[rid]
+                owner = entry[2]
+                owner._inflight -= 1
+                owner._completed += 1
+                if st == ST_OK:
+                    items.append((entry[0], tag & TAG_MASK, res, None))
                 else:
-                    items.append((target, index, None, _completion_error(c)))
-            for owner, n in owners.items():
-                owner._inflight -= n
-                owner._completed += n
-            self.drained_batches += 1
+                    items.append((entry[0], tag & TAG_MASK, None, _completion_error(st, cpa)))
         deliver(items)
         return len(items)
 
 
-def _completion_error(c: _binding.Completion) -> BaseException:
-    if c.status == ST_CLOSED:
+def _completion_error(status: int, cpa_status: int) -> BaseException:
+    if status == ST_CLOSED:
         return EngineClosedError("engine closed before the device answered")
-    if c.status == ST_VERIFY_FAIL:
-        return VerificationError("the device returned a signature that does not verify", c.cpa_status)
-    if c.status == ST_TIMEOUT:
-        return DeadlineExceededError("the device did not answer before the deadline", c.cpa_status)
-    where = "submit" if c.status == ST_SUBMIT_FAIL else "device"
-    return status_error(c.cpa_status, f"{where} (instance {c.instance})")
+    if status == ST_VERIFY_FAIL:
+        return VerificationError("the device returned a signature that does not verify", cpa_status)
+    if status == ST_TIMEOUT:
+        return DeadlineExceededError("the device did not answer before the deadline", cpa_status)
+    where = "submit" if status == ST_SUBMIT_FAIL else "device"
+    return status_error(cpa_status, where)
+
+
+def _loop_of(target: Any) -> asyncio.AbstractEventLoop | None:
+    t = type(target)
+    if t is cf.Future:
+        return None
+    if t is BatchResult:
+        target = target._done
+        if type(target) is cf.Future:
+            return None
+    return target.get_loop()  # type: ignore[no-any-return]
+
+
+def _unanswered(target: Any, remaining: int) -> list[int]:
+    if isinstance(target, BatchResult):
+        return target.missing()
+    return [0] if remaining else []
 
 
 _runtime_lock = threading.Lock()
@@ -155,6 +210,7 @@ class QatBackend:
         self._closed = False
         self._keys: "weakref.WeakSet[_binding.Key]" = weakref.WeakSet()
         self._mode = poll_mode
+        self._poll_delay = poll_delay
         if sim:
             qpath, upath = _binding.sim_paths()
         else:
@@ -243,60 +299,92 @@ class QatBackend:
         return handle
 
     # -- operations ------------------------------------------------------------
-    def submit(self, key: _KeyBase, spec: Any, datas: list[bytes], targets: list[tuple[Any, int]]) -> None:
+    def submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
+        """Queue len(datas) operations; result i goes to (target, i)."""
         handle = key._handles[id(self)]
         rt = self._rt
         dev = rt.device
+        n = len(datas)
+        md = _ops.message_digest
+        hname, dsize, pre = spec.hash_name, spec.digest_size, spec.prehashed
         is_rsa = isinstance(key, QatRSAPrivateKey)
-        inputs = []
-        for d in datas:
-            mhash = _ops.message_digest(spec.hash_name, spec.digest_size, spec.prehashed, d)
-            if is_rsa and spec.pss:
-                inputs.append((RSA_RAW, _ops.emsa_pss_encode(mhash, key.key_size, spec)))
+        if is_rsa and spec.pss:
+            bits = key.key_size
+            enc = RSA_RAW
+            inputs = [_ops.emsa_pss_encode(md(hname, dsize, pre, d), bits, spec) for d in datas]
+            ilen = (bits + 7) // 8
+        else:
+            enc = RSA_PKCS1
+            inputs = datas if pre else [md(hname, dsize, False, d) for d in datas]
+            ilen = dsize
+        blob = b"".join(inputs) if n > 1 else inputs[0]
+        loop = _loop_of(target)
+        if loop is not None and loop not in rt.loops and not rt.manual:
+            rt.watch_loop(loop)
+        rid = next(rt.rids)
+        with rt.lock:
+            if self._closed:
+                raise EngineClosedError("engine is closed")
+            rt.pending[rid] = [target, n, self]
+            self._inflight += n
+            self._submitted += n
+        tag0 = rid << TAG_SHIFT
+        done = 0
+        while True:
+            chunk = blob if done == 0 else blob[done * ilen :]
+            if is_rsa:
+                rc, k = dev.submit_rsa_many(handle, enc, spec.hash_id, chunk, ilen, n - done, tag0 + done)
             else:
-                inputs.append((RSA_PKCS1, mhash))
-        failed: list[Item] = []
-        for (enc, data), (target, index) in zip(inputs, targets):
-            with rt.lock:
-                if self._closed:
-                    failed.append((target, index, None, EngineClosedError("engine is closed")))
-                    continue
-                tag = next(rt.tags)
-                rt.pending[tag] = (target, index, self)
-                self._inflight += 1
-                self._submitted += 1
-            while True:
-                if is_rsa:
-                    rc = dev.submit_rsa(handle, enc, spec.hash_id, data, tag)
-                else:
-                    rc = dev.submit_ecdsa(handle, data, tag)
-                if rc != SUBMIT_FULL:
-                    break
-                # Every request slot is busy: let completions drain, then retry.
-                if rt.manual:
-                    dev.poll()
-                    rt.drain()
-                else:
-                    dev.wait(dev.seq(), 1_000_000)
-            if rc != SUBMIT_OK:
-                with rt.lock:
-                    if rt.pending.pop(tag, None) is not None:
-                        self._inflight -= 1
-                if rc == SUBMIT_CLOSED:
-                    exc: BaseException = EngineClosedError("engine is closed")
-                elif rc == SUBMIT_BADARG:
-                    exc = ValueError("input rejected by the shim (encoded message not below the modulus)")
-                else:
-                    exc = ValueError("the device key is not usable")
-                failed.append((target, index, None, exc))
-        if failed:
-            deliver(failed)
+                rc, k = dev.submit_ecdsa_many(handle, chunk, ilen, n - done, tag0 + done)
+            done += k
+            if rc == SUBMIT_OK or done == n:
+                return
+            if rc != SUBMIT_FULL:
+                break
+            # Every request slot is busy: let completions drain, then go on.
+            if rt.manual:
+                dev.poll()
+                rt.drain()
+            else:
+                dev.wait(dev.seq(), 1_000_000)
+        # The device refused the rest: fail those operations, nothing lost.
+        if rc == SUBMIT_CLOSED:
+            make: Any = lambda: EngineClosedError("engine is closed")
+        elif rc == SUBMIT_BADARG:
+            make = lambda: ValueError("input rejected by the shim (encoded message not below the modulus)")
+        else:
+            make = lambda: ValueError("the device key is not usable")
+        left = n - done
+        with rt.lock:
+            entry = rt.pending.get(rid)
+            if entry is not None:
+                entry[1] -= left
+                if entry[1] == 0:
+                    del rt.pending[rid]
+            self._inflight -= left
+        deliver([(target, i, None, make()) for i in range(done, n)])
 
     def wait(self, fut: Any) -> Any:
-        if self._rt.manual:
+        """Block until `fut` is done, draining completions on this thread.
+
+        The waiter drains itself rather than waiting for the completion
+        thread: one thread switch fewer per result.  The completion counter
+        is read before draining, so a completion that lands between the
+        drain and the wait ends the wait at once (no lost wake-up).
+        """
+        rt = self._rt
+        dev = rt.device
+        if rt.manual:
             while not fut.done():
-                self.poll()
+                if self.poll() == 0 and not fut.done():
+                    time.sleep(self._poll_delay)
             return fut.result()
+        while not fut.done():
+            seen = dev.seq()
+            rt.drain()
+            if fut.done():
+                break
+            dev.wait(seen, 20_000_000)
         return fut.result()
 
     def poll(self) -> int:
@@ -338,11 +426,14 @@ class QatBackend:
                 time.sleep(0.001)
         left: list[Item] = []
         with rt.lock:
-            for tag, (target, index, owner) in list(rt.pending.items()):
-                if owner is self:
-                    del rt.pending[tag]
-                    left.append((target, index, None, EngineClosedError("engine closed before the device answered")))
-            self._inflight -= len(left)
+            for rid, entry in list(rt.pending.items()):
+                if entry[2] is self:
+                    del rt.pending[rid]
+                    target, remaining = entry[0], entry[1]
+                    self._inflight -= remaining
+                    # A batch target learns which indices are missing by count only.
+                    left += [(target, i, None, EngineClosedError("engine closed before the device answered"))
+                             for i in _unanswered(target, remaining)]
         deliver(left)
         for k in list(self._keys):
             k.release()
@@ -352,6 +443,7 @@ class QatBackend:
             if last:
                 _runtime = None
         if last:
+            rt.unwatch_loops()
             rt.device.shutdown(int(max(0.0, deadline - time.monotonic()) * 1e9))
             rt.stopping = True
             if rt.thread is not None:

@@ -110,12 +110,13 @@ class SoftwareBackend:
                     except Exception as exc:  # delivered to the caller's future
                         out.append((target, index, None, exc))
                         failed += 1
-            deliver(out)
+            # Counters first, so a caller woken by its result sees them.
             with cond:
                 self._busy -= 1
                 self._stats["completed"] += taken
                 self._stats["failed"] += failed
                 self._stats["chunks"] += 1
+            deliver(out)
 
     def inflight(self) -> int:
         with self._cond:

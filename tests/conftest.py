@@ -54,3 +54,21 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"qatpy backends under test: {', '.join(BACKENDS)}; QATPY_BACKEND={os.environ.get('QATPY_BACKEND')}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def device_clean_at_end():
+    """After the whole session, the simulated device holds no DMA memory and refused no buffer."""
+    yield
+    from qatpy import _binding
+
+    try:
+        loaded = _binding.lib_is_sim()
+    except ImportError:
+        loaded = False
+    if not loaded:
+        return
+    live = _binding.sim_get("mem.live_allocs")
+    refused = _binding.sim_get("refused.dma")
+    unwiped = _binding.sim_get("mem.key_freed_unwiped")
+    assert (live, refused, unwiped) == (0, 0, 0), f"live DMA allocs={live}, refused non-DMA={refused}, unwiped keys={unwiped}"

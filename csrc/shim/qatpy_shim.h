@@ -169,3 +169,16 @@ void qatpy_event_clear(qatpy_device *dev);
 int qatpy_poll(qatpy_device *dev);
 
 void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out);
+
+/* ---- batch forms (csrc/shim/batch.c): one call, and one GIL release, for
+ * many operations.  Operation i uses input bytes [i*input_len, (i+1)*input_len)
+ * and tag tag0 + i.  They stop at the first result other than
+ * QATPY_SUBMIT_OK and return it; *n_done says how many were queued. */
+int qatpy_submit_rsa_many(qatpy_device *dev, qatpy_key *key, int encoding, int hash_id,
+                          const uint8_t *inputs, size_t input_len, size_t n, uint64_t tag0,
+                          size_t *n_done);
+int qatpy_submit_ecdsa_many(qatpy_device *dev, qatpy_key *key, const uint8_t *digests,
+                            size_t digest_len, size_t n, uint64_t tag0, size_t *n_done);
+/* qatpy_drain into parallel arrays (cheap to unpack from Python). */
+size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, int32_t *cpa_status,
+                          uint32_t *lens, uint8_t *results, size_t stride, size_t max);
