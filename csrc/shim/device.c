@@ -778,8 +778,8 @@ void qatpy_device_shutdown(qatpy_device *dev, int64_t timeout_ns)
         if (s == QPS_SLOT_ONDEV) {
             if (req->inst->stop_failed) {
                 /* Leave the bufset with the device; account the unit. */
-                atomic_fetch_sub(&req->inst->inflight, 1);
                 atomic_fetch_sub(&dev->inflight_total, 1);
+                atomic_fetch_sub(&req->inst->inflight, 1);
                 req->buf = NULL;
                 req->inst = NULL;
             } else {

@@ -222,8 +222,10 @@ void qps_inst_release(struct qps_inst *inst, struct qps_req *req)
     pthread_mutex_unlock(&inst->lock);
     req->buf = NULL;
     req->inst = NULL;
-    atomic_fetch_sub(&inst->inflight, 1);
+    /* Total first: reserve() raises the instance count before the total, so
+     * this order keeps inflight_total <= sum of instance counts at all times. */
     atomic_fetch_sub(&inst->dev->inflight_total, 1);
+    atomic_fetch_sub(&inst->inflight, 1);
 }
 
 /* ---- callbacks ------------------------------------------------------------ */

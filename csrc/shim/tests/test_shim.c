@@ -432,6 +432,8 @@ static void test_steady_state_and_backpressure(void)
     CHECK(s.dma_allocs == warm.dma_allocs, "steady state allocated DMA: %llu -> %llu",
           (unsigned long long)warm.dma_allocs, (unsigned long long)s.dma_allocs);
     CHECK(sim("mem.total_allocs") == sim_allocs, "device saw new DMA allocations");
+    CHECK(s.inflight_max <= 2 * 48, "inflight_max %llu above the cap",
+          (unsigned long long)s.inflight_max);
     CHECK(s.ring_retries > 0 && mid.queued_now > 0, "RETRY seen %llu, queued %llu",
           (unsigned long long)s.ring_retries, (unsigned long long)mid.queued_now);
     /* no busy-spin: at most one RETRY per instance per queued-dispatch pass */
@@ -644,6 +646,8 @@ static void test_threads(void)
     qatpy_stats_t s = stats(dev);
     CHECK(t.got == T * per && t.dup == 0 && bad == 0 && missing == 0,
           "threads: got %zu dup %zu bad %zu missing %zu", t.got, t.dup, bad, missing);
+    CHECK(s.inflight_max <= 4 * 48, "inflight_max %llu above the cap",
+          (unsigned long long)s.inflight_max);
     printf("  %d submitters + 2 drainers: %zu ops, %llu drain batches, inflight_max %llu\n", T,
            t.got, (unsigned long long)s.drained_batches, (unsigned long long)s.inflight_max);
     qatpy_key_release(ek.key);
