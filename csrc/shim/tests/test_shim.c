@@ -179,6 +179,14 @@ static size_t drain_into(qatpy_device *dev, struct tally *t)
     return n;
 }
 
+static size_t tally_got(struct tally *t)
+{
+    pthread_mutex_lock(&tally_lock);
+    size_t g = t->got;
+    pthread_mutex_unlock(&tally_lock);
+    return g;
+}
+
 /* Drain until `want` completions arrived or timeout. */
 static void collect(qatpy_device *dev, struct tally *t, size_t want, double timeout_s,
                     bool manual)
@@ -186,7 +194,7 @@ static void collect(qatpy_device *dev, struct tally *t, size_t want, double time
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     uint64_t seen = qatpy_completion_seq(dev);
-    while (t->got < want) {
+    while (tally_got(t) < want) {
         if (manual)
             qatpy_poll(dev);
         else
