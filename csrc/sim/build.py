@@ -94,14 +94,43 @@ def build_sim(
     return [usdm, qat]
 
 
+def build_check(out_dir: str, extra_flags: Sequence[str] = ()) -> str:
+    """Compile the stand-alone C driver (simcheck.c) against the libraries in out_dir."""
+    exe = os.path.join(os.path.abspath(out_dir), "simcheck")
+    _gcc(
+        [
+            *BASE_CFLAGS,
+            *extra_flags,
+            os.path.join(HERE, "simcheck.c"),
+            "-pthread",
+            "-Wl,-rpath," + os.path.abspath(out_dir),
+            os.path.join(os.path.abspath(out_dir), "libqat.so.4"),
+            os.path.join(os.path.abspath(out_dir), "libusdm.so.0"),
+            "-o",
+            exe,
+        ]
+    )
+    return exe
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help="output directory (default: qatpy/_sim)")
     parser.add_argument("--asan", action="store_true", help="build with AddressSanitizer + UBSan")
+    parser.add_argument(
+        "--check", action="store_true", help="also build and run the C driver simcheck (leak-checked under --asan)"
+    )
     args = parser.parse_args(argv)
     flags = ASAN_FLAGS if args.asan else []
     for path in build_sim(args.out, flags, flags):
         print(path)
+    if args.check:
+        exe = build_check(args.out, flags)
+        env = dict(os.environ)
+        if args.asan:
+            env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+            env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        return subprocess.run([exe], env=env).returncode
     return 0
 
 
