@@ -180,6 +180,29 @@ def _unanswered(target: Any, remaining: int) -> list[int]:
 _runtime_lock = threading.Lock()
 _runtime: _Runtime | None = None
 
+# Simulator counters that must stay zero over a whole process, carried
+# across the resets that start each device session.
+_SIM_CARRIED = ("refused.dma", "mem.key_freed_unwiped", "mem.live_allocs")
+_sim_carry = dict.fromkeys(_SIM_CARRIED, 0)
+
+
+def _sim_fresh_session() -> None:
+    """Knobs and counters back to defaults before a new device session, so
+    each Engine's ``sim=`` knobs apply to its own session only."""
+    _binding.sim_reset()
+
+
+def _sim_end_session() -> None:
+    """After a session's device is freed, carry its must-be-zero counters."""
+    for name in _SIM_CARRIED:
+        _sim_carry[name] += _binding.sim_get(name) or 0
+
+
+def sim_totals() -> dict[str, int]:
+    """Totals of the simulator's must-be-zero counters over every device
+    session this process has closed."""
+    return dict(_sim_carry)
+
 
 def forget_after_fork() -> None:
     """In a forked child: the parent's device is unusable; start afresh."""
@@ -236,8 +259,10 @@ class QatBackend:
                         "start failed",
                     )
                 if is_sim:
+                    _sim_fresh_session()
                     for k, v in sim_knobs.items():
                         if not _binding.sim_set(k, v):
+                            _binding.sim_reset()
                             raise ValueError(f"unknown or invalid simulator knob {k}={v}")
                 dev, rc, msg = _binding.Device.open(
                     POLL_MODE[poll_mode],
@@ -450,3 +475,5 @@ class QatBackend:
                 rt.thread.join()
             rt.drain()
             rt.device.free()
+            if rt.is_sim:
+                _sim_end_session()
