@@ -116,6 +116,7 @@ class Device:
         self._sts = m.ffi.new("int32_t[]", DRAIN_MAX)
         self._cpas = m.ffi.new("int32_t[]", DRAIN_MAX)
         self._lens = m.ffi.new("uint32_t[]", DRAIN_MAX)
+        self._insts = m.ffi.new("uint32_t[]", DRAIN_MAX)
 
     @staticmethod
     def open(poll_mode: int, poll_delay_ns: int, max_instances: int, inflight: int, max_requests: int) -> tuple["Device | None", int, str]:
@@ -162,28 +163,30 @@ class Device:
         rc = self._m.lib.qatpy_submit_ecdsa_many(self._ptr, key._ptr, digests, digest_len, n, tag0, done)
         return int(rc), int(done[0])
 
-    def drain(self) -> tuple[list[int], list[int], list[int], list[bytes]]:
-        """Take every waiting completion: (tags, statuses, cpa statuses, results)."""
+    def drain(self) -> tuple[list[int], list[int], list[int], list[bytes], list[int]]:
+        """Take every waiting completion: (tags, statuses, cpa statuses, results, instances)."""
         m = self._m
         ffi, lib = m.ffi, m.lib
         tags: list[int] = []
         sts: list[int] = []
         cpas: list[int] = []
         res: list[bytes] = []
+        insts: list[int] = []
         stride = self._stride
         buf = self._results_buf
         with self._drain_lock:
             while True:
                 n = lib.qatpy_drain_arrays(self._ptr, self._tags, self._sts, self._cpas, self._lens,
-                                           self._results, stride, DRAIN_MAX)
+                                           self._insts, self._results, stride, DRAIN_MAX)
                 if n:
                     tags += ffi.unpack(self._tags, n)
                     sts += ffi.unpack(self._sts, n)
                     cpas += ffi.unpack(self._cpas, n)
                     lens = ffi.unpack(self._lens, n)
+                    insts += ffi.unpack(self._insts, n)
                     res += [buf[i * stride : i * stride + ln] for i, ln in enumerate(lens)]
                 if n < DRAIN_MAX:
-                    return tags, sts, cpas, res
+                    return tags, sts, cpas, res, insts
 
     def seq(self) -> int:
         return int(self._m.lib.qatpy_completion_seq(self._ptr))

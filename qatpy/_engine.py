@@ -123,7 +123,8 @@ class Engine:
         self.requested_backend = backend
         self.fallback_reason: str | None = None
         self._lock = threading.Lock()
-        self._closed = False
+        # Closed until construction succeeds: a failed __init__ owns nothing.
+        self._closed = True
         self._forked = False
         self._pid = os.getpid()
         self._qat: Any = None
@@ -155,6 +156,7 @@ class Engine:
         self.backend: str = self._qat.name if self._qat is not None else "software"
         # Software fallback for keys/ops the device cannot take.
         self._fallback_sw: SoftwareBackend | None = None
+        self._closed = False
         _engines.add(self)
         log.debug("qatpy: engine on %s backend", self.backend)
 

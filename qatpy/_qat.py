@@ -80,6 +80,7 @@ class _Runtime:
         # request id -> [target, operations not yet answered, owning backend]
         self.pending: dict[int, list[Any]] = {}
         self.rids = itertools.count(1)
+        self.per_instance: dict[int, int] = {}  # completions served, by instance index
         self.stopping = False
         self.loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
         self.thread: threading.Thread | None = None
@@ -124,9 +125,12 @@ class _Runtime:
         self.loops = weakref.WeakSet()
 
     def drain(self) -> int:
-        tags, sts, cpas, results = self.device.drain()
+        tags, sts, cpas, results, insts = self.device.drain()
         if not tags:
             return 0
+        per_inst = self.per_instance
+        for i in insts:
+            per_inst[i] = per_inst.get(i, 0) + 1
         items: list[Item] = []
         with self.lock:
             pend = self.pending
@@ -425,11 +429,12 @@ class QatBackend:
             "inflight": self._inflight,
             "libraries": list(self.libraries),
             "device": rt.device.stats() if rt.device._ptr is not None else {},
+            "per_instance_completed": dict(sorted(rt.per_instance.items())),
         }
         if rt.is_sim:
             sim: dict[str, int] = {}
             for name in ("submitted", "inflight", "inflight_max", "retry_returned", "mem.live_allocs",
-                         "mem.live_bytes", "mem.key_freed_unwiped", "refused.non_dma"):
+                         "mem.live_bytes", "mem.total_allocs", "mem.key_freed_unwiped", "refused.dma"):
                 v = _binding.sim_get(name)
                 if v is not None:
                     sim[name] = v

@@ -42,7 +42,8 @@ int qatpy_submit_ecdsa_many(qatpy_device *dev, qatpy_key *key, const uint8_t *di
 #define QPS_DRAIN_CHUNK 64
 
 size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, int32_t *cpa_status,
-                          uint32_t *lens, uint8_t *results, size_t stride, size_t max)
+                          uint32_t *lens, uint32_t *instance, uint8_t *results, size_t stride,
+                          size_t max)
 {
     qatpy_completion c[QPS_DRAIN_CHUNK];
     size_t total = 0;
@@ -54,6 +55,7 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
             status[total + i] = c[i].status;
             cpa_status[total + i] = c[i].cpa_status;
             lens[total + i] = c[i].len;
+            instance[total + i] = c[i].instance;
         }
         total += got;
         if (got < want)

@@ -181,4 +181,5 @@ int qatpy_submit_ecdsa_many(qatpy_device *dev, qatpy_key *key, const uint8_t *di
                             size_t digest_len, size_t n, uint64_t tag0, size_t *n_done);
 /* qatpy_drain into parallel arrays (cheap to unpack from Python). */
 size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, int32_t *cpa_status,
-                          uint32_t *lens, uint8_t *results, size_t stride, size_t max);
+                          uint32_t *lens, uint32_t *instance, uint8_t *results, size_t stride,
+                          size_t max);
