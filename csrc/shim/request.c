@@ -10,10 +10,12 @@
  * allocates no DMA.
  *
  * Callbacks run on the thread inside icp_sal_CyPollInstance (facts 5.9).
- * They only copy, take short leaf mutexes (bufset pool, ring) and write the
- * eventfd; they never poll, never submit, never sleep.  An ECDSA result
- * with multiplyStatus FALSE is parked on the instance's redo list and
- * resubmitted with a fresh k by the poller after the poll call returns.
+ * They copy the result (or build the DER) into the slot and append the slot
+ * to the poller's thread-local batch; nothing else.  They never poll, never
+ * submit, never take a lock, never sleep.  After the poll call returns the
+ * poller hands the batch over (bufsets, in-flight units, ring, wake-ups).
+ * An ECDSA result with multiplyStatus FALSE goes to the instance's redo
+ * list and is resubmitted with a fresh k by the poller, outside the call.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +29,50 @@
  * poller an exact "responses processed" for its own poll call. */
 static __thread unsigned tl_callbacks;
 
+/* Completions produced inside one icp_sal_CyPollInstance call are collected
+ * here and handed over once after the call returns (qps_flush_batch): one
+ * bufset-pool lock, one ring lock, one broadcast and at most one eventfd
+ * write per poll instead of per response. */
+struct qps_batch {
+    struct qps_inst *inst;
+    struct qps_req *head, *tail;
+    uint32_t n;
+};
+static __thread struct qps_batch *tl_batch;
+
+/* ECDSA nonces: OS CSPRNG bytes fetched 512 at a time per thread instead of
+ * one getrandom() per signature.  Bytes are wiped as they are handed out.
+ * Fork safety: a child inherits the forking thread's buffer, so the buffer
+ * is discarded when qps_fork_gen changed (bumped in the child by the atfork
+ * handler); parent and child can never draw the same bytes. */
+static __thread struct {
+    uint8_t buf[512];
+    size_t avail;
+    unsigned gen;
+} tl_rng;
+
+static int rng_buffered(uint8_t *out, size_t len)
+{
+    unsigned gen = atomic_load_explicit(&qps_fork_gen, memory_order_relaxed);
+    if (tl_rng.gen != gen) {
+        qps_wipe(tl_rng.buf, sizeof tl_rng.buf);
+        tl_rng.avail = 0;
+        tl_rng.gen = gen;
+    }
+    if (len > sizeof tl_rng.buf)
+        return qps_rng_os(out, len);
+    if (tl_rng.avail < len) {
+        if (qps_rng_os(tl_rng.buf, sizeof tl_rng.buf) != 0)
+            return -1;
+        tl_rng.avail = sizeof tl_rng.buf;
+    }
+    uint8_t *src = tl_rng.buf + (sizeof tl_rng.buf - tl_rng.avail);
+    memcpy(out, src, len);
+    qps_wipe(src, len);
+    tl_rng.avail -= len;
+    return 0;
+}
+
 /* ---- slots -------------------------------------------------------------- */
 
 static struct qps_req *slot_get(struct qatpy_device *dev)
@@ -39,16 +85,14 @@ static struct qps_req *slot_get(struct qatpy_device *dev)
     return req;
 }
 
-void qps_slot_free(struct qatpy_device *dev, struct qps_req *req)
+static void slot_free_many(struct qatpy_device *dev, struct qps_req **reqs, uint32_t n)
 {
-    struct qatpy_key *key = req->key;
-    req->key = NULL;
-    atomic_store(&req->state, QPS_SLOT_FREE);
     pthread_mutex_lock(&dev->slot_lock);
-    dev->free_slots[dev->nfree_slots++] = req->index;
+    for (uint32_t i = 0; i < n; i++) {
+        atomic_store(&reqs[i]->state, QPS_SLOT_FREE);
+        dev->free_slots[dev->nfree_slots++] = reqs[i]->index;
+    }
     pthread_mutex_unlock(&dev->slot_lock);
-    if (key)
-        qps_key_unref(key); /* may wipe and free the key's DMA */
 }
 
 /* ---- completion ring ------------------------------------------------------ */
@@ -63,32 +107,48 @@ void qps_slot_free(struct qatpy_device *dev, struct qps_req *req)
  * empty -> non-empty transition that writes the eventfd again.  So no
  * wake-up is lost; at worst a drain finds nothing.
  */
-void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status)
+/* Push a list (linked by ->next) of n requests whose status is set. */
+static void ring_push_list(struct qatpy_device *dev, struct qps_req *list, uint32_t n)
 {
-    req->status = status;
-    req->cpa_status = cpa_status;
-    if (status != QATPY_ST_OK)
-        req->result_len = 0;
-    atomic_fetch_add(&dev->st.completed, 1);
-    atomic_fetch_add(status == QATPY_ST_OK ? &dev->st.completed_ok : &dev->st.completed_error, 1);
-    atomic_store(&req->state, QPS_SLOT_DONE);
+    uint32_t ok = 0;
+    for (struct qps_req *r = list; r; r = r->next) {
+        if (r->status == QATPY_ST_OK)
+            ok++;
+        else
+            r->result_len = 0;
+        atomic_store(&r->state, QPS_SLOT_DONE);
+    }
+    atomic_fetch_add(&dev->st.completed, n);
+    atomic_fetch_add(&dev->st.completed_ok, ok);
+    atomic_fetch_add(&dev->st.completed_error, n - ok);
 
     pthread_mutex_lock(&dev->ring_lock);
-    uint32_t pos = dev->ring_head + dev->ring_count;
-    if (pos >= dev->nslots)
-        pos -= dev->nslots;
-    dev->ring[pos] = req->index;
-    dev->ring_count++;
-    atomic_fetch_add(&dev->seq, 1);
+    bool was_empty = dev->ring_count == 0;
+    for (struct qps_req *r = list; r; r = r->next) {
+        uint32_t pos = dev->ring_head + dev->ring_count;
+        if (pos >= dev->nslots)
+            pos -= dev->nslots;
+        dev->ring[pos] = r->index;
+        dev->ring_count++;
+    }
+    atomic_fetch_add(&dev->seq, n);
     if (dev->ring_waiters)
         pthread_cond_broadcast(&dev->ring_cond);
-    if (dev->ring_count == 1) {
+    if (was_empty) {
         uint64_t one = 1;
         /* Cannot block (EFD_NONBLOCK) and cannot overflow in practice. */
         while (write(dev->efd, &one, sizeof one) < 0 && errno == EINTR) {
         }
     }
     pthread_mutex_unlock(&dev->ring_lock);
+}
+
+void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status)
+{
+    req->status = status;
+    req->cpa_status = cpa_status;
+    req->next = NULL;
+    ring_push_list(dev, req, 1);
 }
 
 size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, size_t stride,
@@ -112,8 +172,10 @@ size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, s
         pthread_mutex_unlock(&dev->ring_lock);
         if (take == 0)
             break;
+        struct qps_req *done[64];
         for (uint32_t i = 0; i < take; i++) {
             struct qps_req *req = &dev->slots[idx[i]];
+            done[i] = req;
             qatpy_completion *c = &out[total + i];
             c->tag = req->tag;
             c->status = req->status;
@@ -128,8 +190,15 @@ size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, s
                 len = 0;
             }
             c->len = len;
-            qps_slot_free(dev, req);
         }
+        /* Keys first (may wipe and free key DMA), then the slots in one lock. */
+        for (uint32_t i = 0; i < take; i++) {
+            struct qatpy_key *key = done[i]->key;
+            done[i]->key = NULL;
+            if (key)
+                qps_key_unref(key);
+        }
+        slot_free_many(dev, done, take);
         total += take;
     }
     if (total)
@@ -230,61 +299,8 @@ void qps_inst_release(struct qps_inst *inst, struct qps_req *req)
 
 /* ---- callbacks ------------------------------------------------------------ */
 
-static void rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out)
+static void redo_push(struct qps_inst *inst, struct qps_req *req)
 {
-    (void)op_data;
-    (void)out; /* same as req->out */
-    struct qps_req *req = tag;
-    struct qps_inst *inst = req->inst;
-    struct qatpy_device *dev = req->dev;
-    tl_callbacks++;
-    int st = QATPY_ST_OK;
-    if (status == CPA_STATUS_SUCCESS) {
-        /* Output is right-aligned in a 2*half buffer; the signature is the
-         * last n_len bytes (the rest is zero because the result is < n). */
-        memcpy(req->result, req->out.pData + (req->out.dataLenInBytes - req->in_len),
-               req->in_len);
-        req->result_len = req->in_len;
-    } else {
-        st = QATPY_ST_DEVICE_FAIL;
-    }
-    atomic_store(&inst->full, 0);
-    qps_inst_release(inst, req);
-    qps_complete(dev, req, st, st == QATPY_ST_OK ? 0 : status);
-}
-
-static void ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multiply_status,
-                     CpaFlatBuffer *pr, CpaFlatBuffer *ps)
-{
-    (void)op_data;
-    (void)pr;
-    (void)ps;
-    struct qps_req *req = tag;
-    struct qps_inst *inst = req->inst;
-    struct qatpy_device *dev = req->dev;
-    uint32_t len = req->in_len;
-    tl_callbacks++;
-    atomic_store(&inst->full, 0);
-    if (status != CPA_STATUS_SUCCESS) {
-        qps_inst_release(inst, req);
-        qps_complete(dev, req, QATPY_ST_DEVICE_FAIL, status);
-        return;
-    }
-    const uint8_t *r = req->buf + QPS_EC_R_OFF;
-    const uint8_t *s = req->buf + QPS_EC_S_OFF;
-    if (multiply_status == CPA_TRUE && !qps_be_is_zero(r, len) && !qps_be_is_zero(s, len)) {
-        req->result_len = (uint32_t)qps_der_ecdsa(r, s, len, req->result);
-        qps_inst_release(inst, req);
-        qps_complete(dev, req, QATPY_ST_OK, 0);
-        return;
-    }
-    /* Invalid (r, s) for this k: retry with a fresh k, never the same one. */
-    atomic_fetch_add(&dev->st.ecdsa_retries, 1);
-    qps_inst_release(inst, req);
-    if (req->attempts >= QPS_ECDSA_MAX_ATTEMPTS) {
-        qps_complete(dev, req, QATPY_ST_DEVICE_FAIL, CPA_STATUS_FAIL);
-        return;
-    }
     atomic_store(&req->state, QPS_SLOT_REDO);
     req->next = NULL;
     pthread_mutex_lock(&inst->lock);
@@ -295,7 +311,124 @@ static void ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean mult
     inst->redo_tail = req;
     atomic_fetch_add(&inst->redo_count, 1);
     pthread_mutex_unlock(&inst->lock);
-    qps_wake_inst(inst); /* no-op when we run on its poller, as qatlib does */
+}
+
+/* End of a device round trip: status and result are in req; hand the
+ * bufset and in-flight unit back and complete it (or park it for a fresh k).
+ * Inside qps_poll_instance this is deferred to qps_flush_batch. */
+static void finish(struct qps_inst *inst, struct qps_req *req, int status, int cpa, bool redo)
+{
+    req->status = status;
+    req->cpa_status = cpa;
+    req->redo = redo;
+    struct qps_batch *b = tl_batch;
+    if (b && b->inst == inst) {
+        req->next = NULL;
+        if (b->tail)
+            b->tail->next = req;
+        else
+            b->head = req;
+        b->tail = req;
+        b->n++;
+        return;
+    }
+    /* Not on our poller (a library that calls back from elsewhere). */
+    atomic_store(&inst->full, 0);
+    qps_inst_release(inst, req);
+    if (redo) {
+        redo_push(inst, req);
+        qps_wake_inst(inst);
+    } else {
+        qps_complete(inst->dev, req, status, cpa);
+    }
+}
+
+static void flush_batch(struct qps_batch *b)
+{
+    struct qps_inst *inst = b->inst;
+    struct qatpy_device *dev = inst->dev;
+    if (b->n == 0)
+        return;
+    /* Bufsets back (k wiped first), then the in-flight units: a dispatcher
+     * that sees the lower count is guaranteed a free bufset. */
+    pthread_mutex_lock(&inst->lock);
+    for (struct qps_req *r = b->head; r; r = r->next) {
+        if (r->op == QPS_OP_ECDSA)
+            qps_wipe(r->buf + QPS_EC_K_OFF, r->in_len);
+        inst->free_bufs[inst->nfree++] = r->buf;
+        r->buf = NULL;
+        r->inst = NULL;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    atomic_store(&inst->full, 0);
+    atomic_fetch_sub(&dev->inflight_total, b->n);
+    atomic_fetch_sub(&inst->inflight, b->n);
+
+    struct qps_req *done = NULL, **tail = &done, *redo = NULL;
+    uint32_t ndone = 0;
+    for (struct qps_req *r = b->head, *next; r; r = next) {
+        next = r->next;
+        r->next = NULL;
+        if (r->redo) {
+            r->next = redo;
+            redo = r;
+        } else {
+            *tail = r;
+            tail = &r->next;
+            ndone++;
+        }
+    }
+    if (ndone)
+        ring_push_list(dev, done, ndone);
+    for (struct qps_req *r = redo, *next; r; r = next) {
+        next = r->next;
+        redo_push(inst, r);
+    }
+}
+
+static void rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out)
+{
+    (void)op_data;
+    (void)out; /* same as req->out */
+    struct qps_req *req = tag;
+    tl_callbacks++;
+    if (status != CPA_STATUS_SUCCESS) {
+        finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
+        return;
+    }
+    /* Output is right-aligned in a 2*half buffer; the signature is the last
+     * n_len bytes (the rest is zero because the result is < n). */
+    memcpy(req->result, req->out.pData + (req->out.dataLenInBytes - req->in_len), req->in_len);
+    req->result_len = req->in_len;
+    finish(req->inst, req, QATPY_ST_OK, 0, false);
+}
+
+static void ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multiply_status,
+                     CpaFlatBuffer *pr, CpaFlatBuffer *ps)
+{
+    (void)op_data;
+    (void)pr;
+    (void)ps;
+    struct qps_req *req = tag;
+    uint32_t len = req->in_len;
+    tl_callbacks++;
+    if (status != CPA_STATUS_SUCCESS) {
+        finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
+        return;
+    }
+    const uint8_t *r = req->buf + QPS_EC_R_OFF;
+    const uint8_t *s = req->buf + QPS_EC_S_OFF;
+    if (multiply_status == CPA_TRUE && !qps_be_is_zero(r, len) && !qps_be_is_zero(s, len)) {
+        req->result_len = (uint32_t)qps_der_ecdsa(r, s, len, req->result);
+        finish(req->inst, req, QATPY_ST_OK, 0, false);
+        return;
+    }
+    /* Invalid (r, s) for this k: retry with a fresh k, never the same one. */
+    atomic_fetch_add(&req->dev->st.ecdsa_retries, 1);
+    if (req->attempts >= QPS_ECDSA_MAX_ATTEMPTS)
+        finish(req->inst, req, QATPY_ST_DEVICE_FAIL, CPA_STATUS_FAIL, false);
+    else
+        finish(req->inst, req, 0, 0, true);
 }
 
 /* ---- dispatch -------------------------------------------------------------- */
@@ -338,7 +471,7 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
         uint32_t len = cv->len;
         uint8_t *k = buf + QPS_EC_K_OFF;
         req->attempts++;
-        if (qps_random_scalar(k, cv->n, len, cv->bits, qps_rng_os) != 0) {
+        if (qps_random_scalar(k, cv->n, len, cv->bits, rng_buffered) != 0) {
             qps_inst_release(inst, req);
             qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, CPA_STATUS_FAIL);
             return QPS_D_DONE;
@@ -464,7 +597,12 @@ int qps_poll_instance(struct qps_inst *inst)
 {
     struct qatpy_device *dev = inst->dev;
     unsigned before = tl_callbacks;
+    struct qps_batch batch = {.inst = inst};
+    struct qps_batch *outer = tl_batch;
+    tl_batch = &batch;
     CpaStatus st = qps_lib.icp_sal_CyPollInstance(inst->h, 0);
+    tl_batch = outer;
+    flush_batch(&batch);
     unsigned got = tl_callbacks - before;
     atomic_fetch_add(&dev->st.polls, 1);
     if (got == 0) {

@@ -176,6 +176,7 @@ struct qps_req {
     struct qatpy_key *key;
     uint32_t in_len;          /* RSA: modulus bytes; ECDSA: curve bytes */
     uint32_t attempts;        /* ECDSA k draws */
+    bool redo;                /* ECDSA: completed with an invalid (r, s); needs a fresh k */
     int32_t status;
     int32_t cpa_status;
     uint32_t result_len;
@@ -332,7 +333,6 @@ int qps_dispatch_pending(struct qatpy_device *dev);
 /* Poll one instance once and resubmit its ECDSA redos; returns responses seen. */
 int qps_poll_instance(struct qps_inst *inst);
 void qps_inst_release(struct qps_inst *inst, struct qps_req *req);
-void qps_slot_free(struct qatpy_device *dev, struct qps_req *req);
 
 /* key.c */
 void qps_key_ref(struct qatpy_key *key);
