@@ -16,11 +16,10 @@ import threading
 import time
 
 import pytest
+import simdev as sd
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-
-import simdev as sd
 from simdev import (
     FAIL,
     INVALID_PARAM,
@@ -39,8 +38,11 @@ from simdev import (
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 SHA256_DIGESTINFO = bytes.fromhex("3031300d060960864801650304020105000420")
-EC_CURVES = {"P-256": (ec.SECP256R1(), hashes.SHA256()), "P-384": (ec.SECP384R1(), hashes.SHA384()),
-             "P-521": (ec.SECP521R1(), hashes.SHA512())}
+EC_CURVES = {
+    "P-256": (ec.SECP256R1(), hashes.SHA256()),
+    "P-384": (ec.SECP384R1(), hashes.SHA384()),
+    "P-521": (ec.SECP521R1(), hashes.SHA512()),
+}
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +106,14 @@ def sign_op(dev: sd.Device, curve: str = "P-256", msg: bytes = b"hello", **kw):
     n = int(sd.CURVES[curve]["n"], 16)
     k = kw.pop("k", secrets.randbelow(n - 1) + 1)
     digest = ec_digest(curve, msg)
-    op = sd.ecdsa_sign(dev.dma, curve, key.private_numbers().private_value, k, kw.pop("m", digest), **kw)
+    op = sd.ecdsa_sign(
+        dev.dma, curve, key.private_numbers().private_value, k, kw.pop("m", digest), **kw
+    )
     return key, digest, op
 
 
 # ---------------------------------------------------------------- memory (libusdm)
+
 
 def test_mem_alloc_limits():
     """qaeMemAllocNUMA accepts 1..64 MiB with a power-of-two alignment <= 4 MiB, else NULL."""
@@ -182,6 +187,7 @@ def test_key_material_freed_unwiped_is_detected(rsa_keys):
 
 
 # ---------------------------------------------------------------- lifecycle
+
 
 def test_user_start_is_refcounted():
     """icp_sal_userStart nests; the last icp_sal_userStop tears down; one more stop is FAIL."""
@@ -319,7 +325,7 @@ def test_ops_need_started_instance_and_translation(rsa_keys):
         assert qat.cpaCyGetInstances(1, h) == SUCCESS
         cb = ffi.callback("CpaCyGenFlatBufCbFunc", lambda *a: None)
         op = sd.rsa_rep2(dma, rsa_keys[2048], 3)
-        submit = lambda: qat.cpaCyRsaDecrypt(h[0], cb, ffi.NULL, op.opdata, op.outs[0])  # noqa: E731
+        submit = lambda: qat.cpaCyRsaDecrypt(h[0], cb, ffi.NULL, op.opdata, op.outs[0])
         assert submit() == FAIL
         assert refused("not_started") == 1
         assert qat.cpaCyStartInstance(h[0]) == SUCCESS
@@ -360,6 +366,7 @@ def test_repeated_start_stop_cycles(rsa_keys):
 
 # ---------------------------------------------------------------- RSA rules and results
 
+
 @pytest.mark.parametrize("bits", [2048, 3072, 4096])
 def test_rsa_rep2_signature_verifies(rsa_keys, bits):
     """RSA Rep2 (CRT) private op gives a PKCS#1 v1.5 signature cryptography accepts."""
@@ -379,6 +386,10 @@ def test_rsa_rep1_and_input_below_n(rsa_keys):
             op = sd.rsa_rep1(dev.dma, key, bad)
             assert sd.submit_rsa_dec(dev, op) == INVALID_PARAM
         assert refused("input_range") == 3
+        weak = sd.rsa_rep1(dev.dma, key, 5)
+        weak.keep[1].pData[0] = 0x3F  # modulus whose two top bits are clear
+        assert sd.submit_rsa_dec(dev, weak) == INVALID_PARAM
+        assert refused("rsa_key") == 1
 
 
 def test_rsa_public_op_roundtrip(rsa_keys):
@@ -387,15 +398,23 @@ def test_rsa_public_op_roundtrip(rsa_keys):
     with sd.device() as dev:
         sig = rsa_sign_on_device(dev, key, b"pub")
         op = sd.rsa_pub(dev.dma, key.public_key(), b2i(sig))
-        assert dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), op.opdata, op.outs[0]) == SUCCESS
+        assert (
+            dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), op.opdata, op.outs[0]) == SUCCESS
+        )
         dev.poll_until(2)
         assert b2i(sd.fb_bytes(op.outs[0])) == emsa_pkcs1_sha256(b"pub", 256)
         n = key.public_key().public_numbers().n
         bad = sd.rsa_pub(dev.dma, key.public_key(), n)
-        assert dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), bad.opdata, bad.outs[0]) == INVALID_PARAM
+        assert (
+            dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), bad.opdata, bad.outs[0])
+            == INVALID_PARAM
+        )
         even_e = sd.rsa_pub(dev.dma, key.public_key(), 5)
         ffi.memmove(even_e.keep[2].pData, b"\x01\x00\x00", 3)
-        assert dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), even_e.opdata, even_e.outs[0]) == INVALID_PARAM
+        assert (
+            dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), even_e.opdata, even_e.outs[0])
+            == INVALID_PARAM
+        )
         assert refused("rsa_key") == 1
 
 
@@ -426,7 +445,9 @@ def _rep2_op(dma: sd.Dma, nums, c: int, half: int, out_len: int | None = None) -
     key.version, key.privateKeyRepType = 1, 2
     bufs = [dma.buf(x, half) for x in nums]
     r2 = key.privateKeyRep2
-    for dst, src in zip((r2.prime1P, r2.prime2Q, r2.exponent1Dp, r2.exponent2Dq, r2.coefficientQInv), bufs):
+    for dst, src in zip(
+        (r2.prime1P, r2.prime2Q, r2.exponent1Dp, r2.exponent2Dq, r2.coefficientQInv), bufs
+    ):
         sd.set_fb(dst, src)
     op = ffi.new("CpaCyRsaDecryptOpData *")
     op.pRecipientPrivateKey = key
@@ -465,13 +486,14 @@ def test_rsa_8192_and_odd_sizes():
         ("qinv", 0),
         ("qinv", "p"),
         ("p", "even"),
+        ("p", "msb"),
         ("q", "short"),
     ],
 )
 def test_rsa_rep2_key_ranges(field, value):
     """Rep2: 1<dP<p-1, 1<dQ<q-1, 0<qInv<p, p and q odd with MSB set and equal length (rsa_key); valid passes."""
     p, q, dp, dq, qinv = _fake_rep2(1024)
-    vals = dict(p=p, q=q, dp=dp, dq=dq, qinv=qinv)
+    vals = {"p": p, "q": q, "dp": dp, "dq": dq, "qinv": qinv}
     with sd.device() as dev:
         good = _rep2_op(dev.dma, (p, q, dp, dq, qinv), 7, 128)
         assert sd.submit_rsa_dec(dev, good) == SUCCESS
@@ -485,6 +507,8 @@ def test_rsa_rep2_key_ranges(field, value):
             vals[field] = p
         elif value == "even":
             vals["p"] = p ^ 1
+        elif value == "msb":
+            vals["p"] = (p & ~(1 << 1023)) | (1 << 1022)  # same byte length, top bit clear
         elif value == "short":
             vals["q"] = q >> 8  # one byte shorter than p
         else:
@@ -551,6 +575,7 @@ def test_zero_length_buffers(rsa_keys):
 
 # ---------------------------------------------------------------- DMA rule
 
+
 @pytest.mark.parametrize("where", ["input", "output", "key", "overrun"])
 def test_dma_rule(rsa_keys, where):
     """Any pData outside a live qaeMemAllocNUMA block is FAIL (refused.dma); the same request in DMA memory succeeds."""
@@ -611,6 +636,7 @@ def test_dma_block_freed_while_in_flight(rsa_keys):
 
 # ---------------------------------------------------------------- ECDSA rules and results
 
+
 @pytest.mark.parametrize("curve", ["P-256", "P-384", "P-521"])
 def test_ecdsa_sign_verifies(curve):
     """SignRS with the caller's k gives (r, s) that cryptography verifies, r = x(kG) mod n."""
@@ -631,13 +657,18 @@ def test_ecdsa_verify(curve):
     """cpaCyEcdsaVerify says TRUE for a cryptography signature and FALSE for a tampered one."""
     key = ec_key(curve)
     digest = ec_digest(curve, b"v")
-    r, s = utils.decode_dss_signature(key.sign(digest, ec.ECDSA(utils.Prehashed(EC_CURVES[curve][1]))))
+    r, s = utils.decode_dss_signature(
+        key.sign(digest, ec.ECDSA(utils.Prehashed(EC_CURVES[curve][1])))
+    )
     pub = key.public_key().public_numbers()
     with sd.device() as dev:
         ok = sd.ecdsa_verify(dev.dma, curve, (pub.x, pub.y), digest, r, s)
         bad = sd.ecdsa_verify(dev.dma, curve, (pub.x, pub.y), digest, r, s ^ 1)
         for i, op in enumerate((ok, bad)):
-            assert dev.qat.cpaCyEcdsaVerify(dev.h, dev.verify_cb, sd.tag(i), op.opdata, op.status) == SUCCESS
+            assert (
+                dev.qat.cpaCyEcdsaVerify(dev.h, dev.verify_cb, sd.tag(i), op.opdata, op.status)
+                == SUCCESS
+            )
         dev.poll_until(2)
         flags = {c.tag: (c.status, c.flag) for c in dev.done}
         assert flags == {0: (SUCCESS, 1), 1: (SUCCESS, 0)}
@@ -678,7 +709,9 @@ def test_ecdsa_sign_status_required_even_async():
     """pSignStatus NULL is INVALID_PARAM on the async path too."""
     with sd.device() as dev:
         _, _, op = sign_op(dev)
-        st = dev.qat.cpaCyEcdsaSignRS(dev.h, dev.sign_cb, sd.tag(0), op.opdata, ffi.NULL, op.outs[0], op.outs[1])
+        st = dev.qat.cpaCyEcdsaSignRS(
+            dev.h, dev.sign_cb, sd.tag(0), op.opdata, ffi.NULL, op.outs[0], op.outs[1]
+        )
         assert st == INVALID_PARAM and refused("null_param") == 1
         assert sd.submit_sign(dev, op) == SUCCESS
         dev.poll_until(1)
@@ -716,6 +749,7 @@ def test_ecdsa_overlong_m_keeps_least_significant_bytes():
 
 
 # ---------------------------------------------------------------- polling and completion
+
 
 def test_callbacks_only_inside_poll_on_polling_thread(rsa_keys):
     """Work completes on device threads, but callbacks run only inside poll, on the polling thread, with op data and tag."""
@@ -765,7 +799,9 @@ def test_ring_depth_retry_queues_nothing(rsa_keys):
             accepted += 1
         assert accepted == 7
         assert sim_get("retry_returned") == 1 and sim_get("ring_full") == 1
-        assert sim_get("submitted") == 7 and sim_get("inflight") == 7 and sim_get("inflight_max") == 7
+        assert (
+            sim_get("submitted") == 7 and sim_get("inflight") == 7 and sim_get("inflight_max") == 7
+        )
         dev.poll_until(7)
         time.sleep(0.05)
         assert dev.poll() == RETRY and len(dev.done) == 7
@@ -789,7 +825,9 @@ def test_sync_mode_blocks_until_another_thread_polls(rsa_keys):
     msg = emsa_pkcs1_sha256(b"sync", 256)
     with sd.device() as dev:
         op = sd.rsa_rep2(dev.dma, key, msg)
-        t, res = sd.run_in_thread(lambda: dev.qat.cpaCyRsaDecrypt(dev.h, ffi.NULL, ffi.NULL, op.opdata, op.outs[0]))
+        t, res = sd.run_in_thread(
+            lambda: dev.qat.cpaCyRsaDecrypt(dev.h, ffi.NULL, ffi.NULL, op.opdata, op.outs[0])
+        )
         time.sleep(0.2)
         assert t.is_alive() and res == []
         deadline = time.monotonic() + 5
@@ -798,10 +836,14 @@ def test_sync_mode_blocks_until_another_thread_polls(rsa_keys):
             assert time.monotonic() < deadline
             time.sleep(0.001)
         assert res == [SUCCESS]
-        key.public_key().verify(sd.fb_bytes(op.outs[0]), b"sync", padding.PKCS1v15(), hashes.SHA256())
-        _, digest, sop = sign_op(dev)
+        key.public_key().verify(
+            sd.fb_bytes(op.outs[0]), b"sync", padding.PKCS1v15(), hashes.SHA256()
+        )
+        _, _digest, sop = sign_op(dev)
         t, res = sd.run_in_thread(
-            lambda: dev.qat.cpaCyEcdsaSignRS(dev.h, ffi.NULL, ffi.NULL, sop.opdata, sop.status, sop.outs[0], sop.outs[1])
+            lambda: dev.qat.cpaCyEcdsaSignRS(
+                dev.h, ffi.NULL, ffi.NULL, sop.opdata, sop.status, sop.outs[0], sop.outs[1]
+            )
         )
         while t.is_alive():
             dev.poll()
@@ -830,7 +872,7 @@ def test_sync_timeout_default_is_2s():
 
 def test_event_mode_fd(rsa_keys):
     """fd is UNSUPPORTED (and 0) until BY_EVENT; then a non-blocking eventfd readable exactly while responses wait."""
-    with sd.device(latency_ns=30_000_000) as dev:
+    with sd.device(latency_ns=100_000_000) as dev:
         qat, h = dev.qat, dev.h
         fd = ffi.new("int *", -1)
         assert qat.icp_sal_CyGetFileDescriptor(h, fd) == UNSUPPORTED and fd[0] == 0
@@ -897,6 +939,7 @@ def test_latency_and_engines_model_capacity(rsa_keys):
 
 # ---------------------------------------------------------------- replay mode
 
+
 def test_replay_mode_returns_correct_answers(rsa_keys):
     """compute_mode=1 computes each distinct request once and replays the correct result afterwards."""
     key = rsa_keys[2048]
@@ -939,9 +982,15 @@ def test_replay_hit_is_cheap(rsa_keys):
 
 # ---------------------------------------------------------------- faults
 
+
 @pytest.mark.parametrize(
     "kind,status",
-    [("submit_retry", RETRY), ("submit_fail", FAIL), ("submit_restarting", RESTARTING), ("submit_unsupported", UNSUPPORTED)],
+    [
+        ("submit_retry", RETRY),
+        ("submit_fail", FAIL),
+        ("submit_restarting", RESTARTING),
+        ("submit_unsupported", UNSUPPORTED),
+    ],
 )
 def test_submit_faults_scripted(rsa_keys, kind, status):
     """fault.<submit kind>.next=1: the next submit returns that status and queues nothing; the one after succeeds."""
@@ -988,7 +1037,7 @@ def test_rsa_bitflip_fault(rsa_keys):
         with pytest.raises(InvalidSignature):
             key.public_key().verify(bad, b"flip", padding.PKCS1v15(), hashes.SHA256())
         good = rsa_sign_on_device(dev, key, b"flip")
-        assert bin(b2i(good) ^ b2i(bad)).count("1") == 1
+        assert (b2i(good) ^ b2i(bad)).bit_count() == 1
 
 
 def test_lost_response_fault(rsa_keys):
@@ -1072,6 +1121,7 @@ def test_probability_faults_with_seed(rsa_keys):
 
 # ---------------------------------------------------------------- control API
 
+
 def test_control_api_names_and_errors():
     """Every listed name is readable; unknown names and out-of-range values are -1."""
     qat, _ = sd.load()
@@ -1083,11 +1133,29 @@ def test_control_api_names_and_errors():
     assert len(names) == len(set(names)) > 60
     for n in names:
         sim_get(n)
-    for needed in ("instances", "ring_depth", "latency_ns", "engines", "compute_mode", "workers",
-                   "legacy_sizes", "sync_timeout_ms", "seed", "fault.lost.ppm", "fault.lost.next",
-                   "submitted", "completed.success", "inflight", "inflight_max", "retry_returned",
-                   "refused.dma", "mem.live_allocs", "mem.live_bytes", "mem.key_freed_unwiped",
-                   "faults.lost"):
+    for needed in (
+        "instances",
+        "ring_depth",
+        "latency_ns",
+        "engines",
+        "compute_mode",
+        "workers",
+        "legacy_sizes",
+        "sync_timeout_ms",
+        "seed",
+        "fault.lost.ppm",
+        "fault.lost.next",
+        "submitted",
+        "completed.success",
+        "inflight",
+        "inflight_max",
+        "retry_returned",
+        "refused.dma",
+        "mem.live_allocs",
+        "mem.live_bytes",
+        "mem.key_freed_unwiped",
+        "faults.lost",
+    ):
         assert needed in names
     out = ffi.new("long long *")
     assert qat.qatpy_sim_get(b"nope", out) == -1
@@ -1101,12 +1169,14 @@ def test_control_api_names_and_errors():
 def test_knobs_from_environment():
     """QATPY_SIM_<KNOB> environment variables set defaults at first use (and after reset)."""
     code = (
-        "import sys; sys.path.insert(0, %r); import simdev as sd\n"
+        f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import simdev as sd\n"
         "print(sd.sim_get('ring_depth'), sd.sim_get('fault.cb_fail.next'))\n"
         "sd.load()[0].qatpy_sim_reset(); print(sd.sim_get('ring_depth'))\n"
-    ) % os.path.dirname(os.path.abspath(__file__))
+    )
     env = dict(os.environ, QATPY_SIM_RING_DEPTH="9", QATPY_SIM_FAULT_CB_FAIL_NEXT="3")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split() == ["9", "3", "9"]
 
 
