@@ -22,6 +22,7 @@ from ._software import SoftwareBackend
 log = logging.getLogger("qatpy")
 
 BACKENDS = ("auto", "qat", "sim", "software")
+FALLBACK_POLICIES = ("never", "on_error", "on_error_or_overflow")
 POLL_MODES = ("timer", "busy", "event", "manual")
 
 #: Default sleep of the poll thread after an empty poll, in seconds.
@@ -91,6 +92,7 @@ class Engine:
         libqat: str | os.PathLike[str] | None = None,
         libusdm: str | os.PathLike[str] | None = None,
         sim: Mapping[str, int] | None = None,
+        fallback: str = "on_error",
     ) -> None:
         if backend is None:
             backend = os.environ.get("QATPY_BACKEND", "").strip().lower() or "auto"
@@ -101,6 +103,8 @@ class Engine:
             raise TypeError(f"backend must be a str, not {type(backend).__name__}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (from {source}); choose one of {', '.join(BACKENDS)}")
+        if not isinstance(fallback, str) or fallback not in FALLBACK_POLICIES:
+            raise ValueError(f"fallback must be one of {', '.join(FALLBACK_POLICIES)}, got {fallback!r}")
         if not isinstance(poll_mode, str) or poll_mode not in POLL_MODES:
             raise ValueError(f"poll_mode must be one of {', '.join(POLL_MODES)}, got {poll_mode!r}")
         self.poll_delay = _seconds(poll_delay, "poll_delay")
@@ -145,6 +149,8 @@ class Engine:
                     max_inflight=max_inflight,
                     max_requests=max_requests,
                     sim_knobs=dict(sim or {}),
+                    fallback=fallback,
+                    software=self._software,
                 )
             except QatUnavailableError as exc:
                 if backend != "auto":

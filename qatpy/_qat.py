@@ -77,7 +77,9 @@ class _Runtime:
         self.manual = mode == "manual"
         self.lock = threading.Lock()
         self.refs = 0
-        # request id -> [target, operations not yet answered, owning backend]
+        # request id -> [target, operations not yet answered, owning backend,
+        #                key, spec, inputs] (the last three let a failed
+        #                operation be re-run in software)
         self.pending: dict[int, list[Any]] = {}
         self.rids = itertools.count(1)
         self.per_instance: dict[int, int] = {}  # completions served, by instance index
@@ -132,6 +134,7 @@ class _Runtime:
         for i in insts:
             per_inst[i] = per_inst.get(i, 0) + 1
         items: list[Item] = []
+        reroute: list[tuple[QatBackend, list[Any], int, int]] = []
         with self.lock:
             pend = self.pending
             for tag, st, cpa, res in zip(tags, sts, cpas, results):
@@ -147,10 +150,24 @@ class _Runtime:
                 owner._completed += 1
                 if st == ST_OK:
                     items.append((entry[0], tag & TAG_MASK, res, None))
+                elif owner._fallback_on(st):
+                    reroute.append((owner, entry, tag & TAG_MASK, st))
                 else:
+                    owner._failed += 1
                     items.append((entry[0], tag & TAG_MASK, None, _completion_error(st, cpa)))
         deliver(items)
-        return len(items)
+        for owner, entry, index, st in reroute:
+            owner._reroute(entry, index, _FALLBACK_REASON[st])
+        return len(items) + len(reroute)
+
+
+_FALLBACK_REASON = {
+    ST_DEVICE_FAIL: "device_error",
+    ST_SUBMIT_FAIL: "submit_error",
+    ST_VERIFY_FAIL: "verify_failed",
+    ST_TIMEOUT: "deadline",
+}
+FALLBACK_POLICIES = ("never", "on_error", "on_error_or_overflow")
 
 
 def _completion_error(status: int, cpa_status: int) -> BaseException:
@@ -228,9 +245,15 @@ class QatBackend:
         max_inflight: int | None,
         max_requests: int | None,
         sim_knobs: dict[str, int],
+        fallback: str = "on_error",
+        software: Any = None,
     ) -> None:
         global _runtime
         self.name = "sim" if sim else "qat"
+        self._fallback = fallback
+        self._software = software  # callable -> SoftwareBackend, for re-runs
+        self._fallbacks: dict[str, int] = {}
+        self._failed = 0
         self._inflight = 0
         self._submitted = 0
         self._completed = 0
@@ -354,7 +377,7 @@ class QatBackend:
         with rt.lock:
             if self._closed:
                 raise EngineClosedError("engine is closed")
-            rt.pending[rid] = [target, n, self]
+            rt.pending[rid] = [target, n, self, key, spec, datas]
             self._inflight += n
             self._submitted += n
         tag0 = rid << TAG_SHIFT
@@ -370,6 +393,9 @@ class QatBackend:
                 return
             if rc != SUBMIT_FULL:
                 break
+            if self._fallback == "on_error_or_overflow" and self._software is not None:
+                self._overflow(rid, target, key, spec, datas, done)
+                return
             # Every request slot is busy: let completions drain, then go on.
             if rt.manual:
                 dev.poll()
@@ -392,6 +418,34 @@ class QatBackend:
                     del rt.pending[rid]
             self._inflight -= left
         deliver([(target, i, None, make()) for i in range(done, n)])
+
+    def _overflow(self, rid: int, target: Any, key: _KeyBase, spec: Any, datas: list[bytes], done: int) -> None:
+        """The device is at capacity: send operations done.. to software."""
+        rt = self._rt
+        left = len(datas) - done
+        with rt.lock:
+            entry = rt.pending.get(rid)
+            if entry is not None:
+                entry[1] -= left
+                if entry[1] == 0:
+                    del rt.pending[rid]
+            self._inflight -= left
+        self._fallbacks["overflow"] = self._fallbacks.get("overflow", 0) + left
+        args = (spec.padding, spec.algorithm) if isinstance(key, QatRSAPrivateKey) else (spec.signature_algorithm,)
+        self._software().submit(key._sw_signer, args, datas[done:], [(target, i) for i in range(done, len(datas))])
+
+    def _fallback_on(self, status: int) -> bool:
+        return self._fallback != "never" and status in _FALLBACK_REASON and self._software is not None
+
+    def _reroute(self, entry: list[Any], index: int, reason: str) -> None:
+        """Re-run one operation in software (per-op fallback), counted by reason."""
+        target, key, spec, datas = entry[0], entry[3], entry[4], entry[5]
+        self._fallbacks[reason] = self._fallbacks.get(reason, 0) + 1
+        args = (spec.padding, spec.algorithm) if isinstance(key, QatRSAPrivateKey) else (spec.signature_algorithm,)
+        try:
+            self._software().submit(key._sw_signer, args, [datas[index]], [(target, index)])
+        except EngineClosedError as exc:
+            deliver([(target, index, None, exc)])
 
     def wait(self, fut: Any) -> Any:
         """Block until `fut` is done, draining completions on this thread.
@@ -426,6 +480,9 @@ class QatBackend:
         d: dict[str, Any] = {
             "submitted": self._submitted,
             "completed": self._completed,
+            "failed": self._failed,
+            "fallbacks": dict(self._fallbacks),
+            "fallback_policy": self._fallback,
             "inflight": self._inflight,
             "libraries": list(self.libraries),
             "device": rt.device.stats() if rt.device._ptr is not None else {},

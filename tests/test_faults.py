@@ -1,0 +1,129 @@
+"""Device faults on the simulated device: per-op software fallback, typed errors with fallback='never'."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+import qatpy
+
+ECDSA = ec.ECDSA(hashes.SHA256())
+PKCS = (padding.PKCS1v15(), hashes.SHA256())
+
+
+def _verify_all(raw, msgs, sigs):
+    for m, s in zip(msgs, sigs):
+        raw.public_key().verify(s, m, ECDSA)
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("submit_fail", "submit_error"),
+        ("submit_unsupported", "submit_error"),
+        ("submit_restarting", "submit_error"),
+        ("cb_fail", "device_error"),
+    ],
+)
+def test_device_errors_fall_back_to_software(fault, reason, ec_keys):
+    """Each device error re-runs that operation in software; every signature verifies; counted by reason."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", sim={f"fault.{fault}.next": 5}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"f%d" % i for i in range(50)]
+        _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))
+        st = eng.stats()
+        assert st["fallbacks"] == {reason: 5}
+        assert st["software_fallback"]["completed"] == 5
+
+
+@pytest.mark.parametrize("fault, status", [("cb_fail", -1), ("submit_unsupported", -6), ("submit_restarting", -7)])
+def test_fallback_never_gives_typed_errors(fault, status, ec_keys):
+    """With fallback='never' a device failure reaches the future as a DeviceError carrying the CpaStatus."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", fallback="never", sim={f"fault.{fault}.next": 3}) as eng:
+        key = eng.wrap_key(raw)
+        futs = [key.sign_future(b"n%d" % i, ECDSA) for i in range(20)]
+        cf.wait(futs, timeout=30)
+        errors = [f.exception() for f in futs if f.exception() is not None]
+        assert len(errors) == 3
+        assert all(isinstance(e, qatpy.DeviceError) and e.status == status for e in errors)
+        for i, f in enumerate(futs):
+            if f.exception() is None:
+                raw.public_key().verify(f.result(), b"n%d" % i, ECDSA)
+        assert eng.stats()["failed"] == 3
+
+
+def test_ecdsa_multiply_false_retries_with_fresh_nonce(ec_keys):
+    """multiplyStatus FALSE makes the shim retry with a fresh k; the caller sees only valid signatures."""
+    raw = ec_keys["secp384r1"]
+    alg = ec.ECDSA(hashes.SHA384())
+    with qatpy.Engine("sim", sim={"fault.ecdsa_mult_false.next": 4}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"m%d" % i for i in range(30)]
+        for m, s in zip(msgs, key.sign_many(msgs, alg)):
+            raw.public_key().verify(s, m, alg)
+        st = eng.stats()
+        assert st["device"]["ecdsa_retries"] == 4 and st["fallbacks"] == {}
+
+
+def test_submit_retry_is_absorbed(ec_keys):
+    """Submit RETRY (ring full) is queued and resubmitted by the shim, never surfaced or spun on."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", sim={"fault.submit_retry.next": 20}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"r%d" % i for i in range(100)]
+        _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))
+        st = eng.stats()
+        assert st["device"]["ring_retries"] >= 20 and st["fallbacks"] == {}
+
+
+def test_instance_restart_falls_back(ec_keys):
+    """An instance reset (RESTARTING, pending work failed) loses nothing: every operation completes and verifies."""
+    from qatpy import _binding
+
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", sim={"latency_ns": 2_000_000, "restart_ms": 20}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"x%d" % i for i in range(40)]
+        assert _binding.sim_set("fault.restart.next", 1)
+        _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))
+        assert _binding.sim_get("restarts") == 1
+        assert _binding.sim_get("notify.restarting") == 1
+        st = eng.stats()
+        # Work failed or refused during the reset was re-run in software.
+        assert sum(st["fallbacks"].values()) > 0
+        assert 0 < sum(st["fallbacks"].values()) <= 40
+        assert st["software_fallback"]["completed"] == sum(st["fallbacks"].values())
+        # After RESTARTED the instance serves again: no further fallbacks.
+        import time
+
+        time.sleep(0.1)
+        _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))
+        assert eng.stats()["fallbacks"] == st["fallbacks"]
+
+
+def test_overflow_policy_sends_excess_to_software(ec_keys):
+    """With fallback='on_error_or_overflow' and few request slots, the excess is signed in software."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", fallback="on_error_or_overflow", max_requests=8,
+                      sim={"latency_ns": 1_000_000}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"o%d" % i for i in range(200)]
+        _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))
+        st = eng.stats()
+        assert st["fallbacks"].get("overflow", 0) > 0
+        assert st["completed"] + st["fallbacks"]["overflow"] == 200
+
+
+def test_rsa_device_errors_fall_back(rsa_keys):
+    """RSA operations failed by the device are re-signed in software, byte-equal to cryptography."""
+    raw = rsa_keys[2048]
+    with qatpy.Engine("sim", sim={"fault.cb_fail.next": 2}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"p%d" % i for i in range(10)]
+        assert key.sign_many(msgs, *PKCS) == [raw.sign(m, *PKCS) for m in msgs]
+        assert eng.stats()["fallbacks"] == {"device_error": 2}
