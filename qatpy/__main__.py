@@ -1,4 +1,4 @@
-"""Command line: ``python -m qatpy speed | info``."""
+"""Command line: ``python -m qatpy speed | info | doctor``."""
 
 from __future__ import annotations
 
@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sp.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ip = sub.add_parser("info", help="version, the backend 'auto' picks and why")
     ip.add_argument("--json", action="store_true")
+    from . import _doctor
+
+    _doctor.add_arguments(sub.add_parser("doctor", help="check this host's QAT set-up; exit 1 when QAT is unusable"))
     args = parser.parse_args(argv)
     if args.command == "speed":
         bad = [a for a in args.algorithms if a not in ALGORITHMS and a != "all"]
@@ -104,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seconds <= 0 or args.inflight < 1:
             parser.error("--seconds must be > 0 and --inflight >= 1")
         return _cmd_speed(args)
+    if args.command == "doctor":
+        return _doctor.run(args)
     return _cmd_info(args)
 
 
