@@ -7,6 +7,7 @@
  * QATPY_TEST_SCALE=N divides the op counts (valgrind runs use 10).
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "shim_internal.h"
@@ -324,6 +326,7 @@ static void test_sign_verify(int mode)
     tally_init(&t, total, true);
     uint8_t msgs[64][32], dg[64][64], raw[8][256];
     size_t dlen[64];
+    memset(msgs, 0, sizeof msgs);
     for (size_t i = 0; i < total; i++) {
         snprintf((char *)msgs[i], 32, "message %zu", i);
     }
@@ -732,6 +735,106 @@ static void test_key_after_free(void)
     RSA_free(rk.rsa);
 }
 
+/* An instance reset (notification RESTARTING/RESTARTED) never loses a
+ * request: they complete (OK or failed) and the instance rejoins. */
+static void test_restart(void)
+{
+    int (*restart)(int) = (int (*)(int))dlsym(qps_lib.qat, "qatpy_sim_restart_instance");
+    if (!restart) {
+        printf("  sim has no qatpy_sim_restart_instance; skipped\n");
+        return;
+    }
+    qatpy_sim_knob_reset();
+    knob("instances", 2);
+    knob("latency_ns", 2000000);
+    knob("restart_ms", 30);
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
+    struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
+    uint8_t dg[32] = {4};
+    size_t n = 400;
+    struct tally t;
+    tally_init(&t, n, true);
+    for (size_t i = 0; i < n; i++) {
+        if (i == n / 4)
+            CHECK(restart(0) == 0, "restart");
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    }
+    collect(dev, &t, n, 30, false);
+    size_t ok = 0, failed = 0, badsig = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t.status[i] == QATPY_ST_OK) {
+            ok++;
+            badsig += ECDSA_verify(0, dg, 32, t.result[i], (int)t.len[i], ek.ec) != 1;
+        } else {
+            failed++;
+        }
+    }
+    CHECK(t.got == n && t.dup == 0 && badsig == 0, "got %zu dup %zu badsig %zu", t.got, t.dup,
+          badsig);
+    usleep(60000); /* past restart_ms: RESTARTED delivered */
+    CHECK(atomic_load(&dev->inst[0].healthy) == 1, "instance 0 did not rejoin");
+    printf("  restart of instance 0: %zu ok, %zu failed (device FAIL/RESTARTING), healthy again\n",
+           ok, failed);
+    qatpy_key_release(ek.key);
+    close_dev(dev);
+    tally_free(&t);
+    EC_KEY_free(ek.ec);
+}
+
+/* In a forked child the parent's device refuses work without crashing, and
+ * the child may open its own device. */
+static void test_fork(void)
+{
+#ifdef __SANITIZE_THREAD__
+    /* TSan cannot follow threads started in a child of a threaded process. */
+    printf("  skipped under ThreadSanitizer (runs in the plain, ASan and valgrind builds)\n");
+    return;
+#endif
+    qatpy_sim_knob_reset();
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
+    struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        uint8_t dg[32] = {1};
+        int rc = 0;
+        if (qatpy_submit_ecdsa(dev, ek.key, dg, 32, 0) != QATPY_SUBMIT_CLOSED)
+            rc |= 1;
+        if (qatpy_poll(dev) != 0)
+            rc |= 2;
+        qatpy_key_release(ek.key);  /* no-op in the child */
+        qatpy_device_shutdown(dev, 0);
+        qatpy_device_free(dev);
+        qatpy_device *d2 = NULL;
+        char e2[512];
+        int orc = qatpy_device_open(NULL, &d2, e2, sizeof e2);
+        if (orc == QATPY_OK) {
+            qatpy_device_shutdown(d2, 0);
+            qatpy_device_free(d2);
+        } else {
+            fprintf(stderr, "  (child could not open a new device: %s)\n", e2);
+            rc |= 4;
+        }
+        _exit(rc);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && (WEXITSTATUS(st) & 3) == 0, "child: status %d", st);
+    if (WIFEXITED(st) && (WEXITSTATUS(st) & 4))
+        printf("  note: the sim refused a new device in the child\n");
+    /* the parent's device is unaffected */
+    uint8_t dg[32] = {2};
+    struct tally t;
+    tally_init(&t, 1, true);
+    CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, 0) == QATPY_SUBMIT_OK, "parent submit");
+    collect(dev, &t, 1, 5, false);
+    CHECK(t.got == 1 && t.status[0] == QATPY_ST_OK, "parent after fork");
+    qatpy_key_release(ek.key);
+    close_dev(dev);
+    tally_free(&t);
+    EC_KEY_free(ek.ec);
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : getenv("QATPY_SIM_DIR");
@@ -756,6 +859,8 @@ int main(int argc, char **argv)
         {"threads", test_threads},
         {"eventfd", test_eventfd},
         {"key after free", test_key_after_free},
+        {"instance restart", test_restart},
+        {"fork", test_fork},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = failures;
