@@ -3,22 +3,37 @@
 Throughput is measured with `inflight` operations kept outstanding (like
 ``openssl speed -async_jobs``) in sub-batches, and always beside a baseline:
 cryptography's own single-thread sign loop, run in the same process.
+
+benchmarks/ adds per-API runners (`Runner`: blocking ``sign``,
+``sign_future``, ``sign_async``, ``sign_many`` at a given in-flight depth),
+the ``openssl speed`` baseline, per-thread CPU accounting and the
+interleaved baseline/measurement ratio used by every target.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
+import os
+import re
+import shutil
+import statistics
+import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ._completion import BatchResult
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs 3.11; only for the checker
 
 ALGORITHMS: dict[str, tuple[str, Any]] = {
     "rsa2048": ("rsa", 2048),
@@ -138,3 +153,332 @@ class Progress:
         if self.enabled:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+# -- per-API runners (benchmarks/) ---------------------------------------------
+
+APIS = ("sign", "future", "async", "many")
+
+
+class Runner:
+    """Sign `n` messages through one public API with `depth` operations in flight.
+
+    * ``sign``: the blocking call; depth d = d caller threads, each signing
+      back to back (what a threaded server does);
+    * ``future``: ``sign_future`` in a sliding window of d, oldest awaited
+      with ``.result()``;
+    * ``async``: ``sign_async`` from d coroutines on one event loop that the
+      runner owns (pytest-benchmark cannot time coroutines itself);
+    * ``many``: ``sign_many`` of batches of d messages.
+
+    `run(n)` returns the latency of each operation, in seconds, as the
+    caller sees it (submit to result; for ``many``, the batch's duration).
+    """
+
+    def __init__(self, key: Any, api: str, depth: int) -> None:
+        if api not in APIS:
+            raise ValueError(f"unknown api {api!r}; choose from {', '.join(APIS)}")
+        self.key = key
+        self.api = api
+        self.depth = depth
+        self.args = sign_args(key)
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if api == "sign" and depth > 1:
+            self._pool = cf.ThreadPoolExecutor(depth, thread_name_prefix="bench-sign")
+        if api == "async":
+            self._loop = asyncio.new_event_loop()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        if self._loop is not None:
+            self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, n: int) -> np.ndarray:
+        return np.asarray(getattr(self, "_run_" + self.api)(n))
+
+    def _sign_loop(self, n: int) -> list[float]:
+        sign, args, pc = self.key.sign, self.args, time.perf_counter
+        lat = []
+        for _ in range(n):
+            t = pc()
+            sign(MESSAGE, *args)
+            lat.append(pc() - t)
+        return lat
+
+    def _run_sign(self, n: int) -> list[float]:
+        if self._pool is None:
+            return self._sign_loop(n)
+        d = self.depth
+        shares = [n // d + (1 if i < n % d else 0) for i in range(d)]
+        lat: list[float] = []
+        for f in [self._pool.submit(self._sign_loop, k) for k in shares if k]:
+            lat += f.result()
+        return lat
+
+    def _run_future(self, n: int) -> list[float]:
+        submit, args, d, pc = self.key.sign_future, self.args, self.depth, time.perf_counter
+        pend: deque[tuple[float, cf.Future[bytes]]] = deque()
+        lat = []
+        for _ in range(n):
+            if len(pend) >= d:
+                t0, f = pend.popleft()
+                f.result()
+                lat.append(pc() - t0)
+            pend.append((pc(), submit(MESSAGE, *args)))
+        while pend:
+            t0, f = pend.popleft()
+            f.result()
+            lat.append(pc() - t0)
+        return lat
+
+    def _run_async(self, n: int) -> list[float]:
+        sign, args, pc = self.key.sign_async, self.args, time.perf_counter
+        lat: list[float] = []
+        todo: Iterator[int] = iter(range(n))
+
+        async def worker() -> None:
+            for _ in todo:  # shared iterator: the workers split n between them
+                t = pc()
+                await sign(MESSAGE, *args)
+                lat.append(pc() - t)
+
+        async def main() -> None:
+            await asyncio.gather(*[worker() for _ in range(min(self.depth, n))])
+
+        assert self._loop is not None
+        self._loop.run_until_complete(main())
+        return lat
+
+    def _run_many(self, n: int) -> list[float]:
+        sign_many, args, pc = self.key.sign_many, self.args, time.perf_counter
+        lat: list[float] = []
+        full = [MESSAGE] * self.depth
+        left = n
+        while left > 0:
+            msgs = full if left >= self.depth else full[:left]
+            t = pc()
+            sign_many(msgs, *args)
+            lat += [pc() - t] * len(msgs)
+            left -= len(msgs)
+        return lat
+
+
+def ops_for(runner: Runner, seconds: float, floor: int = 0) -> int:
+    """How many operations `runner` does in about `seconds` (a short trial run),
+    as a multiple of its depth."""
+    trial = max(runner.depth * 2, 32, floor)
+    runner.run(trial)  # warm: threads started, keys on the device, caches filled
+    t = time.perf_counter()
+    runner.run(trial)
+    rate = trial / max(time.perf_counter() - t, 1e-6)
+    n = max(trial, int(rate * seconds))
+    return -(-n // runner.depth) * runner.depth
+
+
+def timed(runner: Runner, n: int) -> Result:
+    t = time.perf_counter()
+    lat = runner.run(n)
+    return Result(f"{runner.api}@{runner.depth}", n, time.perf_counter() - t, lat)
+
+
+def median_rate(key: Any, seconds: float, repeats: int = 3) -> float:
+    """Median signs/s of `repeats` short direct single-thread loops."""
+    return statistics.median(baseline_loop(key, seconds / repeats).rate for _ in range(repeats))
+
+
+@dataclass
+class Ratio:
+    """A measurement beside its baseline, repeated and interleaved
+    (baseline, measurement, baseline, ...) so that load from other processes
+    hits both sides alike; each repetition gives one ratio, the median is
+    reported."""
+
+    rates: list[float]
+    baselines: list[float]
+    results: list[Result]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [r / b for r, b in zip(self.rates, self.baselines)]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def baseline(self) -> float:
+        return statistics.median(self.baselines)
+
+    def percentile(self, q: float) -> float:
+        lats = [r.latencies for r in self.results if r.latencies.size]
+        return float(np.percentile(np.concatenate(lats), q)) if lats else float("nan")
+
+
+def interleaved(measure: Callable[[], Result], key: Any, repeats: int = 3, base_seconds: float = 0.4) -> Ratio:
+    """Run `measure` `repeats` times, each between two halves of a direct
+    baseline loop on `key` (cryptography, one thread)."""
+    rates, bases, results = [], [], []
+    for _ in range(repeats):
+        b1 = baseline_loop(key, base_seconds / 2)
+        res = measure()
+        b2 = baseline_loop(key, base_seconds / 2)
+        rates.append(res.rate)
+        bases.append((b1.ops + b2.ops) / (b1.seconds + b2.seconds))
+        results.append(res)
+    return Ratio(rates, bases, results)
+
+
+# -- openssl speed -------------------------------------------------------------
+
+_OPENSSL_ROW = {
+    "rsa": re.compile(r"^rsa\s+(\d+)\s+bits\s+(.*)$"),
+    "ec": re.compile(r"^\s*(\d+)\s+bits\s+ecdsa\s+\((nistp\d+)\)\s+(.*)$"),
+}
+
+
+def parse_openssl_speed(text: str) -> dict[str, float]:
+    """Signs/s per algorithm name (``rsa2048``, ``ecdsap256``...) from
+    ``openssl speed`` output.  A row is `times... rates...` with as many
+    times (``0.000221s``) as rates; sign/s is the first rate."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _OPENSSL_ROW["rsa"].match(line)
+        if m:
+            name, rest = f"rsa{m.group(1)}", m.group(2)
+        else:
+            m = _OPENSSL_ROW["ec"].match(line)
+            if not m:
+                continue
+            name, rest = "ecdsa" + m.group(2).removeprefix("nist"), m.group(3)
+        toks = rest.split()
+        times = sum(1 for t in toks if t.endswith("s"))
+        if times and len(toks) >= 2 * times:
+            try:
+                out[name] = float(toks[times])
+            except ValueError:
+                continue
+    return out
+
+
+_openssl_cache: dict[tuple[str, float], float | None] = {}
+
+
+def openssl_speed(alg: str, seconds: float = 1.0) -> float | None:
+    """Signs/s of ``openssl speed -seconds S ALG`` (one core), or None when
+    the binary is missing or its output has no row for `alg`.  Cached per
+    process: openssl also times verify, so a call costs about 2 x `seconds`."""
+    key = (alg, seconds)
+    if key in _openssl_cache:
+        return _openssl_cache[key]
+    exe = shutil.which("openssl")
+    rate = None
+    if exe is not None:
+        try:
+            p = subprocess.run([exe, "speed", "-seconds", str(max(1, round(seconds))), alg],
+                               capture_output=True, text=True, timeout=60 + 4 * seconds, check=False)
+            rate = parse_openssl_speed(p.stdout).get(alg)
+        except (OSError, subprocess.SubprocessError):
+            rate = None
+    _openssl_cache[key] = rate
+    return rate
+
+
+# -- CPU use per thread ----------------------------------------------------------
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds used so far by this process's threads, summed by thread
+    name (``qatpy-poll-0``...), from /proc/self/task/*/schedstat (ns
+    resolution).  Empty where /proc is missing."""
+    out: dict[str, float] = {}
+    base = "/proc/self/task"
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/comm", encoding="utf-8") as f:
+                name = f.read().strip()
+            with open(f"{base}/{tid}/schedstat", encoding="utf-8") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+        out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
+
+
+class CpuMeter:
+    """Process CPU time and poll-thread CPU time over a `with` block."""
+
+    def __enter__(self) -> Self:
+        self._t = time.perf_counter()
+        self._p = time.process_time()
+        self._th = thread_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self._t
+        self.process = time.process_time() - self._p
+        after = thread_cpu()
+        self.poll = sum(v - self._th.get(k, 0.0) for k, v in after.items() if k.startswith("qatpy-poll"))
+
+    @property
+    def process_share(self) -> float:
+        """Process CPU / wall time (1.0 = one core busy)."""
+        return self.process / self.wall if self.wall else 0.0
+
+    @property
+    def poll_share(self) -> float:
+        return self.poll / self.wall if self.wall else 0.0
+
+
+def machine_info() -> dict[str, Any]:
+    """What a results table must name: cores, CPU model, versions, load."""
+    import platform
+
+    import cryptography
+
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = []
+    ossl = None
+    exe = shutil.which("openssl")
+    if exe is not None:
+        try:
+            ossl = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "cryptography": cryptography.__version__,
+        "cryptography_openssl": backend.openssl_version_text(),
+        "openssl_cli": ossl,
+        "loadavg": load,
+    }
