@@ -96,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sp.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ip = sub.add_parser("info", help="version, the backend 'auto' picks and why")
     ip.add_argument("--json", action="store_true")
+    kp = sub.add_parser("soak", help="fault soak on the simulated device; exit 1 on any lost/duplicated/wrong result")
+    kp.add_argument("--ops", type=int, default=1_000_000)
+    kp.add_argument("--threads", type=int, default=3)
+    kp.add_argument("--ppm", type=int, default=20_000, help="probability of each fault kind, per million")
+    kp.add_argument("--seed", type=int, default=1)
     from . import _doctor
 
     _doctor.add_arguments(sub.add_parser("doctor", help="check this host's QAT set-up; exit 1 when QAT is unusable"))
@@ -107,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seconds <= 0 or args.inflight < 1:
             parser.error("--seconds must be > 0 and --inflight >= 1")
         return _cmd_speed(args)
+    if args.command == "soak":
+        from ._soak import run_soak
+
+        report = run_soak(args.ops, threads=args.threads, ppm=args.ppm, seed=args.seed)
+        print(json.dumps(report, indent=2))
+        bad = report["lost"] + report["duplicated"] + report["wrong_signatures"] + report["leaked_dma_allocs"]
+        return 1 if bad or report["key_freed_unwiped"] else 0
     if args.command == "doctor":
         return _doctor.run(args)
     return _cmd_info(args)
