@@ -192,9 +192,12 @@ static sim_job *job_new(sim_inst *in, int op, int param, const mb *fields, int n
 /* Hand a built job to the device and, for a NULL callback, wait for it. */
 static CpaStatus submit(sim_inst *in, sim_job *job)
 {
+    /* Read before dispatch: once dispatched, an async job belongs to the
+     * device and a poller may complete and free it at any moment. */
+    int sync = job != NULL && job->sync;
     CpaStatus st = job == NULL ? CPA_STATUS_RESOURCE : sim_dispatch(job);
     pthread_rwlock_unlock(&in->state);
-    if (st == CPA_STATUS_SUCCESS && job->sync)
+    if (st == CPA_STATUS_SUCCESS && sync)
         st = sim_sync_wait(job);
     return st;
 }
