@@ -24,6 +24,25 @@ Target = Union[cf.Future, "asyncio.Future[Any]", "BatchResult"]
 Item = tuple[Any, int, Any, Union[BaseException, None]]
 
 
+class DeviceFuture(cf.Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` whose ``result()`` and ``exception()``
+    drain the device's completions on the calling thread while waiting,
+    instead of waiting for the completion thread to hand the result over
+    (one thread switch and GIL hand-off fewer per result)."""
+
+    _waiter: Callable[["DeviceFuture", float | None], None] | None = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._waiter is not None and not self.done():
+            self._waiter(self, timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._waiter is not None and not self.done():
+            self._waiter(self, timeout)
+        return super().exception(timeout)
+
+
 class BatchResult:
     """Results of one batch of operations, completed when all have arrived."""
 
@@ -83,7 +102,7 @@ def deliver(items: Iterable[Item]) -> None:
     for item in items:
         target = item[0]
         tt = type(target)
-        if tt is cf.Future:
+        if tt is cf.Future or tt is DeviceFuture:
             if item[3] is None:
                 target.set_result(item[2])
             else:

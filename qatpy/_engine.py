@@ -302,6 +302,15 @@ class Engine:
         targets = [(target, i) for i in range(len(datas))]
         self._software().submit(key._sw_signer, self._sw_args(key, spec), datas, targets)
 
+    def _new_future(self) -> "cf.Future[Any]":
+        """A RUNNING future for one operation (on the device: one that drains
+        completions itself while its result is awaited)."""
+        if self._qat is not None:
+            return self._qat.new_future()  # type: ignore[no-any-return]
+        fut: cf.Future[Any] = cf.Future()
+        fut.set_running_or_notify_cancel()
+        return fut
+
     def _wait(self, fut: "cf.Future[Any]") -> Any:
         if self._qat is not None:
             return self._qat.wait(fut)

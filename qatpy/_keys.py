@@ -20,13 +20,24 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from cryptography.hazmat.primitives import _serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
 
 from . import _ops
 from ._completion import BatchResult
 
+_PKCS1_SPECS: dict[type, _ops.RsaSpec] = {}
+_ECDSA_SPECS: dict[type, _ops.EcSpec] = {}
+
 if TYPE_CHECKING:
     from ._engine import Engine
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError("sign_async/sign_many_async need a running asyncio event loop; "
+                           "use sign() or sign_future() outside one") from None
 
 
 def _gather(batch: BatchResult, return_exceptions: bool) -> list[Any]:
@@ -52,21 +63,29 @@ class _KeyBase:
         return self._key.sign  # type: ignore[attr-defined]
 
     def sign_future(self, data: bytes, *args: Any) -> "cf.Future[bytes]":
-        """Start a signature; a ``concurrent.futures.Future`` resolves to it."""
+        """Start a signature; a ``concurrent.futures.Future`` resolves to it.
+
+        Argument errors raise here, before anything is queued.  A started
+        operation cannot be cancelled (the device owns it until it answers).
+        """
         spec = self._spec(*args)
         data = _ops.data_bytes(data)
-        fut: cf.Future[bytes] = cf.Future()
-        fut.set_running_or_notify_cancel()
+        fut = self._engine._new_future()
         self._engine._submit(self, spec, [data], fut)
         return fut
 
-    async def sign_async(self, data: bytes, *args: Any) -> bytes:
-        """Sign without blocking the running event loop."""
+    def sign_async(self, data: bytes, *args: Any) -> "asyncio.Future[bytes]":
+        """Start a signature from a running event loop; await the result.
+
+        Returns an ``asyncio.Future`` (awaitable, and cheap to ``gather``).
+        Argument errors raise at the call, before anything is queued; the
+        loop is never blocked.  Cancelling the future drops the result.
+        """
         spec = self._spec(*args)
         data = _ops.data_bytes(data)
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[bytes] = _running_loop().create_future()
         self._engine._submit(self, spec, [data], fut)
-        return await fut
+        return fut
 
     def _submit_many(self, data: Iterable[bytes], args: tuple[Any, ...], done: Any, record_times: bool = False) -> BatchResult:
         spec = self._spec(*args)
@@ -102,7 +121,7 @@ class _KeyBase:
 
     async def sign_many_async(self, data: Iterable[bytes], *args: Any, return_exceptions: bool = False) -> list[Any]:
         """Sign a batch without blocking the event loop."""
-        fut: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[BatchResult] = _running_loop().create_future()
         self._submit_many(data, args, fut)
         return _gather(await fut, return_exceptions)
 
@@ -132,6 +151,15 @@ class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
     def _spec(self, pad: Any = None, algorithm: Any = None, *extra: Any) -> _ops.RsaSpec:
         if extra:
             raise TypeError("RSA sign takes (data, padding, algorithm)")
+        if type(pad) is PKCS1v15:
+            # PKCS#1 v1.5 specs depend only on the hash type: cache them.
+            cached = _PKCS1_SPECS.get(type(algorithm))
+            if cached is not None:
+                return cached
+            spec = _ops.rsa_spec(pad, algorithm, self._key_size)
+            if type(algorithm) in _ops.HASH_TYPES:
+                _PKCS1_SPECS[type(algorithm)] = spec
+            return spec
         return _ops.rsa_spec(pad, algorithm, self._key_size)
 
     @property
@@ -201,6 +229,16 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
     def _spec(self, signature_algorithm: Any = None, *extra: Any) -> _ops.EcSpec:
         if extra:
             raise TypeError("EC sign takes (data, signature_algorithm)")
+        if type(signature_algorithm) is ec.ECDSA and not signature_algorithm.deterministic_signing:
+            # Specs for ECDSA(<SHA-2 instance>) depend only on the hash type: cache them.
+            ht = type(signature_algorithm.algorithm)
+            cached = _ECDSA_SPECS.get(ht)
+            if cached is not None:
+                return cached
+            spec = _ops.ec_spec(signature_algorithm)
+            if ht in _ops.HASH_TYPES:
+                _ECDSA_SPECS[ht] = spec
+            return spec
         return _ops.ec_spec(signature_algorithm)
 
     @property

@@ -27,7 +27,7 @@ HASHES: Final[dict[str, tuple[int, int]]] = {
     "sha512": (4, 64),
 }
 
-_HASH_TYPES: Final = (hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512)
+HASH_TYPES: Final = (hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
 def data_bytes(data: object, what: str = "data") -> bytes:
@@ -46,7 +46,7 @@ def _hash_name(algorithm: object, role: str) -> str:
         raise TypeError(
             f"{role} must be a cryptography HashAlgorithm instance, not {type(algorithm).__name__}"
         )
-    if type(algorithm) not in _HASH_TYPES:
+    if type(algorithm) not in HASH_TYPES:
         raise UnsupportedAlgorithm(
             f"{role} {algorithm.name} is not supported by qatpy; use SHA-224, SHA-256, SHA-384 or SHA-512",
             _Reasons.UNSUPPORTED_HASH,

@@ -19,7 +19,7 @@ import weakref
 from typing import Any
 
 from . import _binding, _ops
-from ._completion import BatchResult, Item, deliver
+from ._completion import BatchResult, DeviceFuture, Item, deliver
 from ._errors import (
     DeadlineExceededError,
     EngineClosedError,
@@ -183,11 +183,11 @@ def _completion_error(status: int, cpa_status: int) -> BaseException:
 
 def _loop_of(target: Any) -> asyncio.AbstractEventLoop | None:
     t = type(target)
-    if t is cf.Future:
+    if t is DeviceFuture or t is cf.Future:
         return None
     if t is BatchResult:
         target = target._done
-        if type(target) is cf.Future:
+        if isinstance(target, cf.Future):
             return None
     return target.get_loop()  # type: ignore[no-any-return]
 
@@ -447,8 +447,19 @@ class QatBackend:
         except EngineClosedError as exc:
             deliver([(target, index, None, exc)])
 
+    def new_future(self) -> DeviceFuture:
+        fut = DeviceFuture()
+        fut.set_running_or_notify_cancel()
+        fut._waiter = self._wait_for
+        return fut
+
     def wait(self, fut: Any) -> Any:
-        """Block until `fut` is done, draining completions on this thread.
+        self._wait_for(fut, None)
+        return fut.result()
+
+    def _wait_for(self, fut: Any, timeout: float | None) -> None:
+        """Block until `fut` is done (or `timeout`), draining completions on
+        this thread.
 
         The waiter drains itself rather than waiting for the completion
         thread: one thread switch fewer per result.  The completion counter
@@ -457,18 +468,23 @@ class QatBackend:
         """
         rt = self._rt
         dev = rt.device
-        if rt.manual:
-            while not fut.done():
-                if self.poll() == 0 and not fut.done():
-                    time.sleep(self._poll_delay)
-            return fut.result()
+        end = None if timeout is None else time.monotonic() + timeout
         while not fut.done():
+            if rt.stopping:
+                return  # the runtime is gone: the future is settled by close()
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            if rt.manual:
+                if self.poll() == 0 and not fut.done():
+                    time.sleep(min(self._poll_delay, left) if left is not None else self._poll_delay)
+                continue
             seen = dev.seq()
             rt.drain()
             if fut.done():
-                break
-            dev.wait(seen, 20_000_000)
-        return fut.result()
+                return
+            step = 20_000_000 if left is None else min(20_000_000, int(left * 1e9))
+            dev.wait(seen, step)
 
     def poll(self) -> int:
         rt = self._rt

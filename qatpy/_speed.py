@@ -95,6 +95,17 @@ def baseline_loop(key: Any, seconds: float, progress: Callable[[int, float], Non
     return Result("cryptography 1 thread", n, now - t0, np.asarray(lat))
 
 
+def threads_loop(key: Any, seconds: float, threads: int) -> Result:
+    """The plain-threads ceiling: `threads` threads, each with its own copy
+    of the key, each running the direct sign loop (no qatpy at all)."""
+    copies = [key.private_numbers().private_key() for _ in range(threads)] if threads > 1 else [key]
+    with cf.ThreadPoolExecutor(threads) as pool:
+        t = time.perf_counter()
+        parts = list(pool.map(lambda k: baseline_loop(k, seconds), copies))
+        wall = time.perf_counter() - t
+    return Result(f"cryptography {threads} threads", sum(p.ops for p in parts), wall)
+
+
 def engine_loop(qkey: Any, seconds: float, inflight: int, progress: Callable[[int, float], None] | None = None) -> Result:
     """`inflight` operations outstanding on qkey's engine, in sub-batches."""
     args = sign_args(qkey)
