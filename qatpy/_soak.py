@@ -132,9 +132,13 @@ def run_soak(ops: int = 20_000, *, threads: int = 3, ppm: int = 20_000, batch: i
         ths = [threading.Thread(target=thread_worker, args=(w,)) for w in range(threads)]
         for t in ths:
             t.start()
-        asyncio.run(async_worker())
-        for t in ths:
-            t.join()
+        try:
+            asyncio.run(async_worker())
+        finally:
+            # Submitters finish their share before the engine closes, even
+            # when the asyncio side failed.
+            for t in ths:
+                t.join()
         with lock:
             report["duplicated"] += sum(1 for c in resolutions.values() if c != 1)
         st = eng.stats()
