@@ -10,6 +10,7 @@ batch.  Engines (QatBackend) share the runtime by reference count.
 from __future__ import annotations
 
 import asyncio
+import logging
 import concurrent.futures as cf
 import itertools
 import os
@@ -28,6 +29,8 @@ from ._errors import (
     status_error,
 )
 from ._keys import QatECPrivateKey, QatRSAPrivateKey, _KeyBase
+
+log = logging.getLogger("qatpy")
 
 # Values of QATPY_* in csrc/shim/qatpy_shim.h (checked by tests/test_abi_layout.py).
 ERR_LIBRARY, ERR_NO_DEVICE, ERR_START, ERR_NO_INSTANCE, ERR_CAPABILITY, ERR_INSTANCE = 1, 2, 3, 4, 5, 6
@@ -431,6 +434,7 @@ class QatBackend:
                     del rt.pending[rid]
             self._inflight -= left
         self._fallbacks["overflow"] = self._fallbacks.get("overflow", 0) + left
+        log.debug("qatpy: %s at capacity: %d operations overflow to software", self.name, left)
         args = (spec.padding, spec.algorithm) if isinstance(key, QatRSAPrivateKey) else (spec.signature_algorithm,)
         self._software().submit(key._sw_signer, args, datas[done:], [(target, i) for i in range(done, len(datas))])
 
@@ -440,7 +444,11 @@ class QatBackend:
     def _reroute(self, entry: list[Any], index: int, reason: str) -> None:
         """Re-run one operation in software (per-op fallback), counted by reason."""
         target, key, spec, datas = entry[0], entry[3], entry[4], entry[5]
-        self._fallbacks[reason] = self._fallbacks.get(reason, 0) + 1
+        count = self._fallbacks.get(reason, 0) + 1
+        self._fallbacks[reason] = count
+        # The first of each reason is a warning; the rest are counted in stats().
+        log.log(logging.WARNING if count == 1 else logging.DEBUG,
+                "qatpy: %s: operation re-run in software (%s, %d so far)", self.name, reason, count)
         args = (spec.padding, spec.algorithm) if isinstance(key, QatRSAPrivateKey) else (spec.signature_algorithm,)
         try:
             self._software().submit(key._sw_signer, args, [datas[index]], [(target, index)])

@@ -456,6 +456,36 @@ class CpuMeter:
         return self.poll / self.wall if self.wall else 0.0
 
 
+class OthersMeter:
+    """CPU used by *other* processes over a `with` block, in cores: the
+    machine's busy time (/proc/stat) minus this process's and its children's.
+    The noise figure to publish beside a results table."""
+
+    @staticmethod
+    def _busy() -> float:
+        try:
+            with open("/proc/stat", encoding="utf-8") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return float("nan")
+        # user nice system idle iowait irq softirq steal: all but idle and iowait
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __enter__(self) -> Self:
+        self._t, self._b, self._o = time.perf_counter(), self._busy(), self._own()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._t
+        self.own = (self._own() - self._o) / wall
+        self.others = max(0.0, (self._busy() - self._b) / wall - self.own)
+
+
 def machine_info() -> dict[str, Any]:
     """What a results table must name: cores, CPU model, versions, load."""
     import platform
