@@ -194,6 +194,9 @@ class Device:
     def wait(self, seen: int, timeout_ns: int) -> int:
         return int(self._m.lib.qatpy_wait(self._ptr, seen, timeout_ns))
 
+    def wait_unclaimed(self, seen: int, grace_ns: int, timeout_ns: int) -> int:
+        return int(self._m.lib.qatpy_wait_unclaimed(self._ptr, seen, grace_ns, timeout_ns))
+
     def event_fd(self) -> int:
         return int(self._m.lib.qatpy_event_fd(self._ptr))
 

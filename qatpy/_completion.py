@@ -43,6 +43,19 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
         return super().exception(timeout)
 
 
+class FutureGroup:
+    """Several asyncio futures (of one loop) submitted as one batch: result i
+    resolves futs[i]."""
+
+    __slots__ = ("futs",)
+
+    def __init__(self, futs: list["asyncio.Future[Any]"]) -> None:
+        self.futs = futs
+
+    def missing(self) -> list[int]:
+        return [i for i, f in enumerate(self.futs) if not f.done()]
+
+
 class BatchResult:
     """Results of one batch of operations, completed when all have arrived."""
 
@@ -111,6 +124,11 @@ def deliver(items: Iterable[Item]) -> None:
             if batches is None:
                 batches = {}
             batches.setdefault(target, []).append(item)
+        elif tt is FutureGroup:
+            fut = target.futs[item[1]]
+            if by_loop is None:
+                by_loop = {}
+            by_loop.setdefault(fut.get_loop(), []).append((fut, 0, item[2], item[3]))
         else:
             if by_loop is None:
                 by_loop = {}

@@ -302,6 +302,15 @@ class Engine:
         targets = [(target, i) for i in range(len(datas))]
         self._software().submit(key._sw_signer, self._sw_args(key, spec), datas, targets)
 
+    def _submit_async(self, key: _KeyBase, spec: Any, data: bytes, fut: Any, loop: Any) -> None:
+        """Queue one operation whose result resolves an asyncio future."""
+        self._check_open()
+        self._check_prehashed(spec, [data])
+        if self._qat is not None and self._qat.accepts(key, spec):
+            self._qat.submit_async(key, spec, data, fut, loop)
+            return
+        self._software().submit(key._sw_signer, self._sw_args(key, spec), [data], [(fut, 0)])
+
     def _new_future(self) -> "cf.Future[Any]":
         """A RUNNING future for one operation (on the device: one that drains
         completions itself while its result is awaited)."""

@@ -83,8 +83,9 @@ class _KeyBase:
         """
         spec = self._spec(*args)
         data = _ops.data_bytes(data)
-        fut: asyncio.Future[bytes] = _running_loop().create_future()
-        self._engine._submit(self, spec, [data], fut)
+        loop = _running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._engine._submit_async(self, spec, data, fut, loop)
         return fut
 
     def _submit_many(self, data: Iterable[bytes], args: tuple[Any, ...], done: Any, record_times: bool = False) -> BatchResult:

@@ -20,7 +20,7 @@ import weakref
 from typing import Any
 
 from . import _binding, _ops
-from ._completion import BatchResult, DeviceFuture, Item, deliver
+from ._completion import BatchResult, DeviceFuture, FutureGroup, Item, deliver
 from ._errors import (
     DeadlineExceededError,
     EngineClosedError,
@@ -67,6 +67,10 @@ def _be(n: int, length: int | None = None) -> bytes:
     return n.to_bytes(length if length is not None else max(1, (n.bit_length() + 7) // 8), "big")
 
 
+# How long the completion thread leaves fresh completions to the threads and
+# event loops that are waiting for them before it delivers them itself.
+COMPLETION_GRACE_NS = 200_000
+
 # A tag is (request id << TAG_SHIFT) | index: one pending entry per submit
 # call, however many operations it carries.
 TAG_SHIFT = 24
@@ -97,7 +101,9 @@ class _Runtime:
         seen = 0
         dev = self.device
         while not self.stopping:
-            seen = dev.wait(seen, 50_000_000)  # GIL released while waiting
+            # GIL released while waiting; returns only for completions that
+            # no waiter or event loop claimed within the grace period.
+            seen = dev.wait_unclaimed(seen, COMPLETION_GRACE_NS, 50_000_000)
             self.drain()
 
     def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -188,6 +194,8 @@ def _loop_of(target: Any) -> asyncio.AbstractEventLoop | None:
     t = type(target)
     if t is DeviceFuture or t is cf.Future:
         return None
+    if t is FutureGroup:
+        return target.futs[0].get_loop()  # type: ignore[no-any-return]
     if t is BatchResult:
         target = target._done
         if isinstance(target, cf.Future):
@@ -196,7 +204,7 @@ def _loop_of(target: Any) -> asyncio.AbstractEventLoop | None:
 
 
 def _unanswered(target: Any, remaining: int) -> list[int]:
-    if isinstance(target, BatchResult):
+    if isinstance(target, (BatchResult, FutureGroup)):
         return target.missing()
     return [0] if remaining else []
 
@@ -262,6 +270,7 @@ class QatBackend:
         self._completed = 0
         self._closed = False
         self._keys: "weakref.WeakSet[_binding.Key]" = weakref.WeakSet()
+        self._loop_batches: dict[asyncio.AbstractEventLoop, list[tuple[_KeyBase, Any, bytes, Any]]] = {}
         self._mode = poll_mode
         self._poll_delay = poll_delay
         if sim:
@@ -354,6 +363,36 @@ class QatBackend:
         return handle
 
     # -- operations ------------------------------------------------------------
+    def submit_async(self, key: _KeyBase, spec: Any, data: bytes, fut: "asyncio.Future[bytes]",
+                     loop: asyncio.AbstractEventLoop) -> None:
+        """Queue one operation from a running loop.  Operations started in the
+        same loop iteration are submitted together at the end of it (one C
+        call, one GIL release), so ``gather`` over many sign_async calls costs
+        one crossing, not one per operation."""
+        rt = self._rt
+        if loop not in rt.loops and not rt.manual:
+            rt.watch_loop(loop)
+        batch = self._loop_batches.get(loop)
+        if batch is None:
+            batch = self._loop_batches[loop] = []
+            loop.call_soon(self._flush_loop, loop)
+        batch.append((key, spec, data, fut))
+
+    def _flush_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._loop_batches.pop(loop, [])
+        groups: dict[tuple[int, int], list[tuple[_KeyBase, Any, bytes, Any]]] = {}
+        for item in batch:
+            groups.setdefault((id(item[0]), id(item[1])), []).append(item)
+        for items in groups.values():
+            key, spec = items[0][0], items[0][1]
+            targets = FutureGroup([it[3] for it in items])
+            try:
+                self.submit(key, spec, [it[2] for it in items], targets)
+            except BaseException as exc:
+                for it in items:
+                    if not it[3].done():
+                        it[3].set_exception(exc)
+
     def submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
         """Queue len(datas) operations; result i goes to (target, i)."""
         handle = key._handles[id(self)]

@@ -5,6 +5,8 @@
  * thread switch whenever the completion thread is waiting for the GIL, so
  * one call per batch instead of one per operation matters.
  */
+#include <time.h>
+
 #include "shim_internal.h"
 
 int qatpy_submit_rsa_many(qatpy_device *dev, qatpy_key *key, int encoding, int hash_id,
@@ -62,4 +64,44 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
             break;
     }
     return total;
+}
+
+/* The completion thread's wait.  Other drainers (a waiter in result(), an
+ * event loop's eventfd reader) usually take completions within microseconds;
+ * the completion thread exists for results nobody is waiting on (futures
+ * with only callbacks).  So after new completions arrive it gives the
+ * other drainers `grace_ns`, and only returns to Python if completions are
+ * still unclaimed.  Waking Python for nothing would cost a GIL hand-off
+ * against the very threads doing the work. */
+uint64_t qatpy_wait_unclaimed(qatpy_device *dev, uint64_t seen, int64_t grace_ns,
+                              int64_t timeout_ns)
+{
+    if (!dev)
+        return 0;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t start = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+    int64_t left = timeout_ns;
+    for (;;) {
+        uint64_t s = qatpy_wait(dev, seen, left);
+        if (s <= seen)
+            return s; /* timed out, or closed with nothing new */
+        if (grace_ns > 0) {
+            struct timespec g = {(time_t)(grace_ns / 1000000000LL), (long)(grace_ns % 1000000000LL)};
+            nanosleep(&g, NULL);
+        }
+        pthread_mutex_lock(&dev->ring_lock);
+        uint32_t waiting = dev->ring_count;
+        bool closed = dev->ring_closed;
+        pthread_mutex_unlock(&dev->ring_lock);
+        if (waiting > 0 || closed || qps_forked(dev))
+            return atomic_load(&dev->seq);
+        seen = s;
+        if (timeout_ns >= 0) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            left = timeout_ns - ((int64_t)now.tv_sec * 1000000000LL + now.tv_nsec - start);
+            if (left <= 0)
+                return atomic_load(&dev->seq);
+        }
+    }
 }

@@ -179,6 +179,11 @@ int qatpy_submit_rsa_many(qatpy_device *dev, qatpy_key *key, int encoding, int h
                           size_t *n_done);
 int qatpy_submit_ecdsa_many(qatpy_device *dev, qatpy_key *key, const uint8_t *digests,
                             size_t digest_len, size_t n, uint64_t tag0, size_t *n_done);
+/* The completion thread's wait: like qatpy_wait, but after new completions
+ * arrive it gives other drainers grace_ns to take them, and returns only if
+ * some are still waiting (or on timeout/shutdown). */
+uint64_t qatpy_wait_unclaimed(qatpy_device *dev, uint64_t seen, int64_t grace_ns,
+                              int64_t timeout_ns);
 /* qatpy_drain into parallel arrays (cheap to unpack from Python). */
 size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, int32_t *cpa_status,
                           uint32_t *lens, uint32_t *instance, uint8_t *results, size_t stride,
