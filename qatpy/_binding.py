@@ -153,6 +153,12 @@ class Device:
             return None, _err(err)
         return Key(ptr), ""
 
+    def submit_rsa(self, key: Key, encoding: int, hash_id: int, data: bytes, tag: int) -> int:
+        return int(self._m.lib.qatpy_submit_rsa(self._ptr, key._ptr, encoding, hash_id, data, len(data), tag))
+
+    def submit_ecdsa(self, key: Key, digest: bytes, tag: int) -> int:
+        return int(self._m.lib.qatpy_submit_ecdsa(self._ptr, key._ptr, digest, len(digest), tag))
+
     def submit_rsa_many(self, key: Key, encoding: int, hash_id: int, inputs: bytes, input_len: int, n: int, tag0: int) -> tuple[int, int]:
         done = self._m.ffi.new("size_t *")
         rc = self._m.lib.qatpy_submit_rsa_many(self._ptr, key._ptr, encoding, hash_id, inputs, input_len, n, tag0, done)

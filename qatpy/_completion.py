@@ -32,6 +32,13 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
 
     _waiter: Callable[["DeviceFuture", float | None], None] | None = None
 
+    def __init__(self, waiter: Callable[["DeviceFuture", float | None], None] | None = None) -> None:
+        super().__init__()
+        # Born RUNNING: the operation is handed to the device right away and
+        # cannot be cancelled (same state set_running_or_notify_cancel gives).
+        self._state = "RUNNING"
+        self._waiter = waiter
+
     def result(self, timeout: float | None = None) -> Any:
         if self._waiter is not None and not self.done():
             self._waiter(self, timeout)

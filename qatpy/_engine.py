@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ._completion import fail_all
+from ._completion import DeviceFuture, fail_all
 from ._errors import EngineClosedError, EngineForkedError, QatUnavailableError
 from ._keys import QatECPrivateKey, QatRSAPrivateKey, _KeyBase
 from ._software import SoftwareBackend
@@ -286,9 +286,8 @@ class Engine:
         self._check_open()
         self._check_prehashed(spec, [data])
         if self._qat is not None and self._qat.accepts(key, spec):
-            fut: cf.Future[bytes] = cf.Future()
-            fut.set_running_or_notify_cancel()
-            self._qat.submit(key, spec, [data], fut)
+            fut = self._qat.new_future()
+            self._qat.submit_one(key, spec, data, fut)
             return self._wait(fut)
         return self._software().run_sync(key._sw_signer(-1), (data, *self._sw_args(key, spec)))
 
@@ -297,7 +296,10 @@ class Engine:
         self._check_open()
         self._check_prehashed(spec, datas)
         if self._qat is not None and self._qat.accepts(key, spec):
-            self._qat.submit(key, spec, datas, target)
+            if len(datas) == 1 and type(target) is DeviceFuture:
+                self._qat.submit_one(key, spec, datas[0], target)
+            else:
+                self._qat.submit(key, spec, datas, target)
             return
         targets = [(target, i) for i in range(len(datas))]
         self._software().submit(key._sw_signer, self._sw_args(key, spec), datas, targets)

@@ -10,6 +10,7 @@ batch.  Engines (QatBackend) share the runtime by reference count.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import concurrent.futures as cf
 import itertools
@@ -66,6 +67,9 @@ def _reason(rc: int, msg: str) -> tuple[str, str]:
 def _be(n: int, length: int | None = None) -> bytes:
     return n.to_bytes(length if length is not None else max(1, (n.bit_length() + 7) // 8), "big")
 
+
+_HASHLIB = {"sha224": hashlib.sha224, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
+            "sha512": hashlib.sha512}
 
 # How long the completion thread leaves fresh completions to the threads and
 # event loops that are waiting for them before it delivers them itself.
@@ -393,6 +397,40 @@ class QatBackend:
                     if not it[3].done():
                         it[3].set_exception(exc)
 
+    def submit_one(self, key: _KeyBase, spec: Any, data: bytes, target: Any) -> None:
+        """Queue one operation (the hot path of sign() and sign_future()).
+
+        Anything unusual (PSS, a full device, an error) goes through the
+        general submit(), which handles it.
+        """
+        rt = self._rt
+        is_rsa = isinstance(key, QatRSAPrivateKey)
+        if (is_rsa and spec.pss) or rt.manual:
+            self.submit(key, spec, [data], target)
+            return
+        digest = data if spec.prehashed else _HASHLIB[spec.hash_name](data).digest()
+        rid = next(rt.rids)
+        with rt.lock:
+            if self._closed:
+                raise EngineClosedError("engine is closed")
+            rt.pending[rid] = [target, 1, self, key, spec, [data]]
+            self._inflight += 1
+            self._submitted += 1
+        handle = key._handles[id(self)]
+        if is_rsa:
+            rc = rt.device.submit_rsa(handle, RSA_PKCS1, spec.hash_id, digest, rid << TAG_SHIFT)
+        else:
+            rc = rt.device.submit_ecdsa(handle, digest, rid << TAG_SHIFT)
+        if rc == SUBMIT_OK:
+            return
+        # Nothing was queued under this id: take it back and let the general
+        # path deal with a full device or an error.
+        with rt.lock:
+            if rt.pending.pop(rid, None) is not None:
+                self._inflight -= 1
+                self._submitted -= 1
+        self.submit(key, spec, [data], target)
+
     def submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
         """Queue len(datas) operations; result i goes to (target, i)."""
         handle = key._handles[id(self)]
@@ -495,10 +533,7 @@ class QatBackend:
             deliver([(target, index, None, exc)])
 
     def new_future(self) -> DeviceFuture:
-        fut = DeviceFuture()
-        fut.set_running_or_notify_cancel()
-        fut._waiter = self._wait_for
-        return fut
+        return DeviceFuture(self._wait_for)
 
     def wait(self, fut: Any) -> Any:
         self._wait_for(fut, None)
