@@ -20,7 +20,7 @@ junk = st.one_of(
 hash_objs = st.sampled_from([hashes.SHA1(), hashes.SHA224(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512(),
                              hashes.MD5(), hashes.SHA3_256(), hashes.BLAKE2b(64), hashes.SHA256])
 any_hash = st.one_of(hash_objs, hash_objs.filter(lambda h: not isinstance(h, type)).map(utils.Prehashed), junk)
-salts = st.one_of(st.integers(-5, 600), st.sampled_from([padding.PSS.MAX_LENGTH, padding.PSS.DIGEST_LENGTH,
+salts = st.one_of(st.integers(0, 600), st.sampled_from([padding.PSS.MAX_LENGTH, padding.PSS.DIGEST_LENGTH,
                                                          padding.PSS.AUTO]))
 hash_instances = hash_objs.filter(lambda h: not isinstance(h, type))
 paddings = st.one_of(
