@@ -34,6 +34,7 @@
 #define MAX_REQUESTS (1u << 22)
 #define MAX_POLL_DELAY_NS 1000000000ULL
 #define EVENT_WAIT_MS 10
+#define MAX_DEADLINE_NS (3600ULL * 1000000000ULL)
 
 void qps_errf(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -499,6 +500,7 @@ static struct qatpy_device *dev_new(void)
     if (!dev)
         return NULL;
     atomic_init(&dev->refs, 1);
+    atomic_init(&dev->verify, 1);
     dev->efd = -1;
     pthread_mutex_init(&dev->state_lock, NULL);
     pthread_mutex_init(&dev->slot_lock, NULL);
@@ -934,4 +936,42 @@ void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out)
     out->drained_batches = atomic_load(&c->drained_batches);
     out->num_instances = dev->ninst;
     out->poll_mode = (uint32_t)atomic_load(&dev->poll_mode);
+    out->verify_failures = atomic_load(&c->verify_failures);
+    out->timeouts = atomic_load(&c->timeouts);
+    out->late_answers = atomic_load(&c->late_answers);
+    uint32_t unhealthy = 0;
+    if (!qps_forked(dev) && dev->inst)
+        for (uint32_t i = 0; i < dev->ninst; i++)
+            unhealthy += qatpy_instance_healthy(dev, i) == 0;
+    out->unhealthy_instances = unhealthy;
+}
+
+int qatpy_device_set_verify(qatpy_device *dev, int enabled)
+{
+    if (!dev)
+        return QATPY_ERR_CONFIG;
+    if (qps_forked(dev))
+        return QATPY_ERR_STATE;
+    atomic_store(&dev->verify, enabled ? 1 : 0);
+    return QATPY_OK;
+}
+
+int qatpy_device_set_deadline(qatpy_device *dev, uint64_t deadline_ns)
+{
+    if (!dev || deadline_ns > MAX_DEADLINE_NS)
+        return QATPY_ERR_CONFIG;
+    if (qps_forked(dev))
+        return QATPY_ERR_STATE;
+    atomic_store(&dev->deadline_ns, deadline_ns);
+    qps_wake_all(dev);
+    return QATPY_OK;
+}
+
+int qatpy_instance_healthy(qatpy_device *dev, uint32_t index)
+{
+    if (!dev || qps_forked(dev) || !dev->inst || index >= dev->ninst)
+        return -1;
+    struct qps_inst *inst = &dev->inst[index];
+    return atomic_load(&inst->healthy) && !atomic_load(&inst->fatal) &&
+           !atomic_load(&inst->timed_out);
 }

@@ -45,6 +45,7 @@ static void key_destroy(struct qatpy_key *key)
     pthread_mutex_unlock(&dev->key_lock);
     free(key->n);
     free(key->e);
+    qps_mont_free(key->mont);
     uint32_t ninst = key->ninst;
     qps_wipe(key, sizeof *key + ninst * sizeof(struct qps_key_inst));
     free(key);
@@ -112,6 +113,7 @@ static void key_abort(struct qatpy_key *key)
     qps_key_free_dma_locked(key);
     free(key->n);
     free(key->e);
+    qps_mont_free(key->mont);
     free(key);
 }
 
@@ -179,6 +181,12 @@ qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, const uint8_t *n, size_t n_len,
     memcpy(key->n, n, n_len);
     memcpy(key->e, e, e_len);
     key->e_len = (uint32_t)e_len;
+    key->mont = qps_mont_new(n, n_len); /* n is odd and <= 8192 bits: only ENOMEM fails */
+    if (!key->mont) {
+        key_abort(key);
+        qps_errf(err, errlen, "out of memory");
+        return NULL;
+    }
 
     for (uint32_t i = 0; i < key->ninst; i++) {
         struct qps_key_inst *ki = &key->inst[i];

@@ -102,6 +102,10 @@ typedef struct {
     uint64_t drained_batches;
     uint32_t num_instances;
     uint32_t poll_mode;          /* effective mode (EVENT may fall back to TIMER) */
+    uint64_t verify_failures;    /* RSA results that failed sig^e mod n == input (never delivered) */
+    uint64_t timeouts;           /* requests completed with QATPY_ST_TIMEOUT */
+    uint64_t late_answers;       /* device answers to timed-out requests, dropped */
+    uint32_t unhealthy_instances; /* instances now routed around (timed out, restarting, fatal) */
 } qatpy_stats_t;
 
 /* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
@@ -188,3 +192,19 @@ uint64_t qatpy_wait_unclaimed(qatpy_device *dev, uint64_t seen, int64_t grace_ns
 size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, int32_t *cpa_status,
                           uint32_t *lens, uint32_t *instance, uint8_t *results, size_t stride,
                           size_t max);
+
+/* ---- reliability (csrc/shim/verify.c, request.c) ----------------------
+ * Verify-after-sign: every successful RSA result is checked in C on the
+ * poll thread (sig^e mod n == the submitted block) before it is delivered;
+ * a mismatch completes as QATPY_ST_VERIFY_FAIL with no result bytes.  On by
+ * default; returns QATPY_OK or QATPY_ERR_CONFIG / QATPY_ERR_STATE. */
+int qatpy_device_set_verify(qatpy_device *dev, int enabled);
+/* Per-request deadline, CLOCK_MONOTONIC from the submit call (0 = none, the
+ * default); applies to requests submitted after the call.  A request
+ * unanswered at its deadline completes with QATPY_ST_TIMEOUT; if it was on
+ * the device its slot and DMA stay with the shim until the device answers
+ * (the late answer is dropped and counted) or the instance stops, and its
+ * instance is marked unhealthy until it answers again or reports RESTARTED. */
+int qatpy_device_set_deadline(qatpy_device *dev, uint64_t deadline_ns);
+/* 1 healthy, 0 routed around (timed out / restarting / fatal), -1 bad index. */
+int qatpy_instance_healthy(qatpy_device *dev, uint32_t index);

@@ -136,6 +136,26 @@ int qps_random_scalar(uint8_t *k, const uint8_t *n, size_t len, unsigned bits, q
 size_t qps_be_strip(const uint8_t **p, size_t len);
 void qps_wipe(void *p, size_t len);
 
+/* ---- verify-after-sign (verify.c): public-value modular arithmetic ------ */
+
+/* Montgomery context of an odd modulus n (public, ordinary memory). */
+struct qps_mont {
+    size_t k;          /* 64-bit limbs of n */
+    uint64_t n0;       /* -n^-1 mod 2^64 */
+    uint64_t *n, *rr;  /* n and R^2 mod n (R = 2^(64k)), little-endian limbs */
+    uint64_t limbs[];
+};
+/* NULL if n is zero, even, or longer than QATPY_MAX_RESULT bytes (or no memory). */
+struct qps_mont *qps_mont_new(const uint8_t *n, size_t n_len);
+void qps_mont_free(struct qps_mont *m);
+/* out = x^e mod n as out_len big-endian bytes; -1 if x >= n or out_len is too
+ * short for n.  Variable time: public values only. */
+int qps_mont_modexp(const struct qps_mont *m, const uint8_t *x, size_t x_len, const uint8_t *e,
+                    size_t e_len, uint8_t *out, size_t out_len);
+/* sig^e mod n == em, both len bytes (the modulus length). */
+bool qps_rsa_verify_block(const struct qps_mont *m, const uint8_t *e, size_t e_len,
+                          const uint8_t *sig, const uint8_t *em, size_t len);
+
 /* ---- device, instances, requests ---------------------------------------- */
 
 /* Layout of one DMA request buffer ("bufset"): big enough for RSA-8192. */
@@ -207,6 +227,7 @@ struct qps_inst {
     bool stop_failed;          /* cpaCyStopInstance failed: its DMA is leaked, never reused */
     _Atomic int healthy;       /* notification callback: RESTARTING -> 0, RESTARTED -> 1 */
     _Atomic int fatal;
+    _Atomic int timed_out;     /* a request missed its deadline here; cleared by any answer / RESTARTED */
     _Atomic uint32_t inflight; /* requests on the device (incl. ones being submitted) */
     _Atomic int full;          /* device said RETRY; skip while inflight > 0 */
     int event_fd;              /* qatlib's fd in EVENT mode, else -1 */
@@ -247,6 +268,7 @@ struct qatpy_key {
     uint8_t *n;                /* RSA modulus (public), n_len bytes */
     uint8_t *e;                /* RSA public exponent, e_len bytes (kept for verify-after-sign) */
     uint32_t e_len;
+    struct qps_mont *mont;     /* RSA: Montgomery context of n for verify-after-sign */
     bool dma_freed;            /* guarded by dev->key_lock */
     bool released;             /* Python's reference dropped */
     struct qatpy_key *prev, *next; /* dev->keys list, guarded by dev->key_lock */
@@ -260,6 +282,7 @@ struct qps_counters {
     _Atomic uint64_t submitted, completed, completed_ok, completed_error, ring_retries;
     _Atomic uint64_t inflight_max, polls, polls_empty, dma_allocs, dma_live;
     _Atomic uint64_t ecdsa_retries, drained_batches;
+    _Atomic uint64_t verify_failures, timeouts, late_answers;
 };
 
 struct qatpy_device {
@@ -270,6 +293,8 @@ struct qatpy_device {
     _Atomic int poll_mode;     /* effective */
     _Atomic uint64_t poll_delay_ns;
     uint32_t cap;              /* in-flight cap per instance */
+    _Atomic int verify;        /* verify-after-sign for RSA (default on) */
+    _Atomic uint64_t deadline_ns; /* per-request deadline for new submits, 0 = none */
 
     pthread_mutex_t state_lock; /* shutdown / free / set_poll / thread start */
     int stage;

@@ -593,6 +593,68 @@ static void test_faults(void)
     EC_KEY_free(ek.ec);
 }
 
+/* Verify-after-sign: every bit-flipped RSA result is caught in C and
+ * completes as VERIFY_FAIL with no bytes; every delivered one verifies. */
+static void test_verify_after_sign(void)
+{
+    qatpy_sim_knob_reset();
+    knob("instances", 2);
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
+    struct rsa_test_key rk = rsa_key(dev, 2048);
+    uint8_t dg[32];
+    SHA256((const uint8_t *)"verify", 6, dg);
+    enum { N = 200, FLIPS = 17 };
+    knob("fault.rsa_bitflip.next", FLIPS);
+    struct tally t;
+    tally_init(&t, N, true);
+    for (size_t i = 0; i < N; i++)
+        CHECK(qatpy_submit_rsa(dev, rk.key, QATPY_RSA_PKCS1, QATPY_HASH_SHA256, dg, 32, i) ==
+                  QATPY_SUBMIT_OK,
+              "submit");
+    collect(dev, &t, N, 20, false);
+    size_t ok = 0, vf = 0, wrong = 0, other = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (t.status[i] == QATPY_ST_OK) {
+            ok++;
+            wrong += RSA_verify(NID_sha256, dg, 32, t.result[i], t.len[i], rk.rsa) != 1;
+        } else if (t.status[i] == QATPY_ST_VERIFY_FAIL) {
+            vf++;
+            other += t.len[i] != 0;
+        } else {
+            other++;
+        }
+    }
+    qatpy_stats_t s = stats(dev);
+    CHECK(t.got == N && t.dup == 0 && vf == FLIPS && ok == N - FLIPS && wrong == 0 && other == 0,
+          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, ok, vf, wrong, other);
+    CHECK(s.verify_failures == FLIPS && sim("faults.rsa_bitflip") == FLIPS,
+          "verify_failures %llu, faults fired %lld", (unsigned long long)s.verify_failures,
+          sim("faults.rsa_bitflip"));
+    printf("  %d bit flips -> %zu VERIFY_FAIL (no bytes), %zu delivered, 0 wrong\n", FLIPS, vf,
+           ok);
+
+    /* switched off, the flipped result is delivered as the device gave it */
+    CHECK(qatpy_device_set_verify(dev, 0) == QATPY_OK, "set_verify 0");
+    knob("fault.rsa_bitflip.next", 1);
+    struct tally t2;
+    tally_init(&t2, 1, true);
+    CHECK(qatpy_submit_rsa(dev, rk.key, QATPY_RSA_PKCS1, QATPY_HASH_SHA256, dg, 32, 0) ==
+              QATPY_SUBMIT_OK,
+          "submit");
+    collect(dev, &t2, 1, 5, false);
+    CHECK(t2.got == 1 && t2.status[0] == QATPY_ST_OK &&
+              RSA_verify(NID_sha256, dg, 32, t2.result[0], t2.len[0], rk.rsa) != 1,
+          "verify off: the bad result passes through");
+    CHECK(qatpy_device_set_verify(dev, 1) == QATPY_OK, "set_verify 1");
+    CHECK(stats(dev).verify_failures == FLIPS, "no check while off");
+    qatpy_key_release(rk.key);
+    close_dev(dev);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs");
+    tally_free(&t);
+    tally_free(&t2);
+    RSA_free(rk.rsa);
+}
+
 /* Many submitting threads, one draining thread blocked in qatpy_wait. */
 struct thr_arg {
     qatpy_device *dev;
@@ -868,6 +930,7 @@ int main(int argc, char **argv)
         {"slots full", test_full},
         {"shutdown in flight", test_shutdown_inflight},
         {"faults", test_faults},
+        {"verify after sign", test_verify_after_sign},
         {"threads", test_threads},
         {"eventfd", test_eventfd},
         {"key after free", test_key_after_free},
