@@ -264,16 +264,6 @@ class Engine:
             return self._fallback_sw
 
     @staticmethod
-    def _sw_args(key: _KeyBase, spec: Any) -> tuple[Any, ...]:
-        if isinstance(key, QatRSAPrivateKey):
-            return (spec.padding, spec.algorithm)
-        return (spec.signature_algorithm,)
-
-    def _check_key(self, key: _KeyBase) -> None:
-        if key._engine is not self:
-            raise ValueError("this key belongs to another engine")
-
-    @staticmethod
     def _check_prehashed(spec: Any, datas: list[bytes]) -> None:
         if spec.prehashed:
             for d in datas:
@@ -289,7 +279,7 @@ class Engine:
             fut = self._qat.new_future()
             self._qat.submit_one(key, spec, data, fut)
             return self._wait(fut)
-        return self._software().run_sync(key._sw_signer(-1), (data, *self._sw_args(key, spec)))
+        return self._software().run_sync(key._sw_signer(-1), (data, *key._sw_args(spec)))
 
     def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
         """Queue the operations; result i goes to (target, i)."""
@@ -302,7 +292,7 @@ class Engine:
                 self._qat.submit(key, spec, datas, target)
             return
         targets = [(target, i) for i in range(len(datas))]
-        self._software().submit(key._sw_signer, self._sw_args(key, spec), datas, targets)
+        self._software().submit(key._sw_signer, key._sw_args(spec), datas, targets)
 
     def _submit_async(self, key: _KeyBase, spec: Any, data: bytes, fut: Any, loop: Any) -> None:
         """Queue one operation whose result resolves an asyncio future."""
@@ -311,7 +301,7 @@ class Engine:
         if self._qat is not None and self._qat.accepts(key, spec):
             self._qat.submit_async(key, spec, data, fut, loop)
             return
-        self._software().submit(key._sw_signer, self._sw_args(key, spec), [data], [(fut, 0)])
+        self._software().submit(key._sw_signer, key._sw_args(spec), [data], [(fut, 0)])
 
     def _new_future(self) -> "cf.Future[Any]":
         """A RUNNING future for one operation (on the device: one that drains

@@ -62,6 +62,10 @@ class _KeyBase:
         """The software sign function for a worker (-1: the caller's thread)."""
         return self._key.sign  # type: ignore[attr-defined]
 
+    def _sw_args(self, spec: Any) -> tuple[Any, ...]:
+        """The arguments after the data for cryptography's own sign()."""
+        raise NotImplementedError
+
     def sign_future(self, data: bytes, *args: Any) -> "cf.Future[bytes]":
         """Start a signature; a ``concurrent.futures.Future`` resolves to it.
 
@@ -167,6 +171,9 @@ class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
     def key_size(self) -> int:
         return self._key_size
 
+    def _sw_args(self, spec: Any) -> tuple[Any, ...]:
+        return (spec.padding, spec.algorithm)
+
     def public_key(self) -> rsa.RSAPublicKey:
         return self._key.public_key()
 
@@ -245,6 +252,9 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
     @property
     def curve(self) -> ec.EllipticCurve:
         return self._key.curve
+
+    def _sw_args(self, spec: Any) -> tuple[Any, ...]:
+        return (spec.signature_algorithm,)
 
     @property
     def key_size(self) -> int:

@@ -489,31 +489,29 @@ class QatBackend:
             make = lambda: ValueError("input rejected by the shim (encoded message not below the modulus)")
         else:
             make = lambda: ValueError("the device key is not usable")
-        left = n - done
+        self._forget(rid, n - done)
+        deliver([(target, i, None, make()) for i in range(done, n)])
+
+    def _forget(self, rid: int, count: int) -> None:
+        """Take `count` operations of request `rid` out of the pending table
+        (they were never queued on the device)."""
+        rt = self._rt
         with rt.lock:
             entry = rt.pending.get(rid)
             if entry is not None:
-                entry[1] -= left
+                entry[1] -= count
                 if entry[1] == 0:
                     del rt.pending[rid]
-            self._inflight -= left
-        deliver([(target, i, None, make()) for i in range(done, n)])
+            self._inflight -= count
 
     def _overflow(self, rid: int, target: Any, key: _KeyBase, spec: Any, datas: list[bytes], done: int) -> None:
         """The device is at capacity: send operations done.. to software."""
-        rt = self._rt
         left = len(datas) - done
-        with rt.lock:
-            entry = rt.pending.get(rid)
-            if entry is not None:
-                entry[1] -= left
-                if entry[1] == 0:
-                    del rt.pending[rid]
-            self._inflight -= left
+        self._forget(rid, left)
         self._fallbacks["overflow"] = self._fallbacks.get("overflow", 0) + left
         log.debug("qatpy: %s at capacity: %d operations overflow to software", self.name, left)
-        args = (spec.padding, spec.algorithm) if isinstance(key, QatRSAPrivateKey) else (spec.signature_algorithm,)
-        self._software().submit(key._sw_signer, args, datas[done:], [(target, i) for i in range(done, len(datas))])
+        self._software().submit(key._sw_signer, key._sw_args(spec), datas[done:],
+                                [(target, i) for i in range(done, len(datas))])
 
     def _fallback_on(self, status: int) -> bool:
         return self._fallback != "never" and status in _FALLBACK_REASON and self._software is not None
@@ -526,9 +524,8 @@ class QatBackend:
         # The first of each reason is a warning; the rest are counted in stats().
         log.log(logging.WARNING if count == 1 else logging.DEBUG,
                 "qatpy: %s: operation re-run in software (%s, %d so far)", self.name, reason, count)
-        args = (spec.padding, spec.algorithm) if isinstance(key, QatRSAPrivateKey) else (spec.signature_algorithm,)
         try:
-            self._software().submit(key._sw_signer, args, [datas[index]], [(target, index)])
+            self._software().submit(key._sw_signer, key._sw_args(spec), [datas[index]], [(target, index)])
         except EngineClosedError as exc:
             deliver([(target, index, None, exc)])
 

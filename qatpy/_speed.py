@@ -305,16 +305,30 @@ def median_rate(key: Any, seconds: float, repeats: int = 3) -> float:
     return statistics.median(baseline_loop(key, seconds / repeats).rate for _ in range(repeats))
 
 
+#: Other processes' CPU (cores) under which a repetition counts as quiet.
+QUIET_CORES = 0.25
+
+
 @dataclass
 class Ratio:
     """A measurement beside its baseline, repeated and interleaved
     (baseline, measurement, baseline, ...) so that load from other processes
-    hits both sides alike; each repetition gives one ratio, the median is
-    reported."""
+    hits both sides alike; each repetition gives one ratio.  The reported
+    ratio is the median over the *quiet* repetitions (other processes used
+    less than QUIET_CORES meanwhile), or over all when none was quiet."""
 
     rates: list[float]
     baselines: list[float]
     results: list[Result]
+    others: list[float] = field(default_factory=list)  # other processes' cores, per repetition
+
+    def _pick(self) -> list[int]:
+        quiet = [i for i, o in enumerate(self.others) if o < QUIET_CORES]
+        return quiet or list(range(len(self.rates)))
+
+    @property
+    def quiet(self) -> int:
+        return sum(1 for o in self.others if o < QUIET_CORES)
 
     @property
     def ratios(self) -> list[float]:
@@ -322,33 +336,36 @@ class Ratio:
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.ratios)
+        return statistics.median(self.ratios[i] for i in self._pick())
 
     @property
     def rate(self) -> float:
-        return statistics.median(self.rates)
+        return statistics.median(self.rates[i] for i in self._pick())
 
     @property
     def baseline(self) -> float:
-        return statistics.median(self.baselines)
+        return statistics.median(self.baselines[i] for i in self._pick())
 
     def percentile(self, q: float) -> float:
-        lats = [r.latencies for r in self.results if r.latencies.size]
+        lats = [self.results[i].latencies for i in self._pick() if self.results[i].latencies.size]
         return float(np.percentile(np.concatenate(lats), q)) if lats else float("nan")
 
 
 def interleaved(measure: Callable[[], Result], key: Any, repeats: int = 3, base_seconds: float = 0.4) -> Ratio:
     """Run `measure` `repeats` times, each between two halves of a direct
-    baseline loop on `key` (cryptography, one thread)."""
-    rates, bases, results = [], [], []
+    baseline loop on `key` (cryptography, one thread), noting how much CPU
+    other processes took meanwhile."""
+    out = Ratio([], [], [], [])
     for _ in range(repeats):
-        b1 = baseline_loop(key, base_seconds / 2)
-        res = measure()
-        b2 = baseline_loop(key, base_seconds / 2)
-        rates.append(res.rate)
-        bases.append((b1.ops + b2.ops) / (b1.seconds + b2.seconds))
-        results.append(res)
-    return Ratio(rates, bases, results)
+        with OthersMeter() as noise:
+            b1 = baseline_loop(key, base_seconds / 2)
+            res = measure()
+            b2 = baseline_loop(key, base_seconds / 2)
+        out.rates.append(res.rate)
+        out.baselines.append((b1.ops + b2.ops) / (b1.seconds + b2.seconds))
+        out.results.append(res)
+        out.others.append(noise.others)
+    return out
 
 
 # -- openssl speed -------------------------------------------------------------
