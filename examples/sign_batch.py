@@ -11,5 +11,7 @@ with qatpy.Engine() as engine:
     sigs = key.sign_many(messages, ec.ECDSA(hashes.SHA256()))
     for m, s in zip(messages[:100], sigs[:100]):
         key.public_key().verify(s, m, ec.ECDSA(hashes.SHA256()))
-    print(f"{len(sigs)} signatures in one batch on {engine.backend}; stats: completed="
-          f"{engine.stats().get('completed', engine.stats().get('software', {}).get('completed'))}")
+    print(
+        f"{len(sigs)} signatures in one batch on {engine.backend}; stats: completed="
+        f"{engine.stats().get('completed', engine.stats().get('software', {}).get('completed'))}"
+    )

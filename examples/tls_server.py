@@ -79,9 +79,12 @@ def make_pki(directory: str | os.PathLike[str], key_type: str = "rsa") -> Pki:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qatpy throwaway CA")])
     ca = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -93,8 +96,11 @@ def make_pki(directory: str | os.PathLike[str], key_type: str = "rsa") -> Pki:
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(True, False, key_type == "rsa", False, False, False, False, False, False), critical=True
@@ -209,7 +215,9 @@ class TLSServer:
                 except TimeoutError:
                     continue
                 accepted += 1
-                t = threading.Thread(target=self._handle_blocking, args=(sock,), name=f"tls-conn-{accepted}", daemon=True)
+                t = threading.Thread(
+                    target=self._handle_blocking, args=(sock,), name=f"tls-conn-{accepted}", daemon=True
+                )
                 t.start()
                 workers.append(t)
         for t in workers:
@@ -261,8 +269,9 @@ class TLSServer:
             await asyncio.wait(tasks)
 
     async def _converse(self, sock: socket.socket, conn: TLSConnection) -> Served:
-        await _drive(sock, conn.handshakeServerAsync(
-            certChain=self._chain, privateKey=self.key, settings=self._settings))
+        await _drive(
+            sock, conn.handshakeServerAsync(certChain=self._chain, privateKey=self.key, settings=self._settings)
+        )
         served = self._negotiated(conn)
         request = bytearray()
         while not _request_complete(request):
@@ -371,16 +380,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cert", help="server certificate chain, PEM (with --keyfile; default: generate)")
     p.add_argument("--keyfile", help="server private key, PEM or DER")
     p.add_argument("--pki-dir", help="where generated certificates go (default: a temporary directory)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "0")), help="default $PORT or 0 (any free port)")
+    p.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "0")), help="default $PORT or 0 (any free port)"
+    )
     p.add_argument("--max-connections", type=int, default=None, help="stop after N connections")
     p.add_argument("--timeout", type=float, default=None, help="stop after S seconds")
-    p.add_argument("--backend", choices=("auto", "qat", "sim", "software"), default=None, help="default $QATPY_BACKEND or auto")
+    p.add_argument(
+        "--backend", choices=("auto", "qat", "sim", "software"), default=None, help="default $QATPY_BACKEND or auto"
+    )
     args = p.parse_args(argv)
     if bool(args.cert) != bool(args.keyfile):
         p.error("--cert and --keyfile go together")
 
     with qatpy.Engine(args.backend) as engine:
-        print(f"backend: {engine.backend}" + (f" (fallback: {engine.fallback_reason})" if engine.fallback_reason else ""))
+        print(
+            f"backend: {engine.backend}" + (f" (fallback: {engine.fallback_reason})" if engine.fallback_reason else "")
+        )
         if not args.serve:
             _self_test(engine)
             return 0
@@ -393,16 +408,19 @@ def main(argv: list[str] | None = None) -> int:
                 pki = make_pki(pki_dir, args.key)
                 cert_path, key_path, ca_note = pki.cert, pki.key, f"; CA certificate: {pki.ca_cert}"
             key = load_tlslite_key(engine.load_private_key_file(key_path))
-            server = TLSServer(cert_path.read_text(), key, port=args.port,
-                               max_connections=args.max_connections, timeout=args.timeout)
+            server = TLSServer(
+                cert_path.read_text(), key, port=args.port, max_connections=args.max_connections, timeout=args.timeout
+            )
             mode = "asyncio" if args.asyncio else "threaded"
             print(f"listening on https://{HOST}:{server.port}/ ({mode}){ca_note}", flush=True)
             try:
                 server.serve_asyncio() if args.asyncio else server.serve_threaded()
             except KeyboardInterrupt:
                 pass
-        print(f"served {len(server.served)} TLS connection(s), {len(server.errors)} failed, "
-              f"{key.offloaded} signatures on {engine.backend}")
+        print(
+            f"served {len(server.served)} TLS connection(s), {len(server.errors)} failed, "
+            f"{key.offloaded} signatures on {engine.backend}"
+        )
         for err in server.errors:
             print("  error:", err, file=sys.stderr)
     return 0

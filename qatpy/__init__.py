@@ -12,7 +12,6 @@ started when the first Engine that needs them is created.
 from __future__ import annotations
 
 import os
-from typing import Union
 
 from ._engine import DEFAULT_POLL_DELAY, Engine, default_engine
 from ._errors import (
@@ -34,7 +33,7 @@ from ._keys import QatECPrivateKey, QatRSAPrivateKey
 
 __version__ = "0.1.0"
 
-PrivateKey = Union[QatRSAPrivateKey, QatECPrivateKey]
+PrivateKey = QatRSAPrivateKey | QatECPrivateKey
 
 
 def load_pem_private_key(data: bytes, password: bytes | None = None, *, engine: Engine | None = None) -> PrivateKey:
@@ -47,7 +46,9 @@ def load_der_private_key(data: bytes, password: bytes | None = None, *, engine: 
     return (engine or default_engine()).load_private_key(data, password)
 
 
-def load_private_key_file(path: str | os.PathLike[str], password: bytes | None = None, *, engine: Engine | None = None) -> PrivateKey:
+def load_private_key_file(
+    path: str | os.PathLike[str], password: bytes | None = None, *, engine: Engine | None = None
+) -> PrivateKey:
     """Load a PEM or DER private key file onto `engine`."""
     return (engine or default_engine()).load_private_key_file(path, password)
 

@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from ._engine import BACKENDS, Engine
@@ -19,9 +19,12 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     algs = list(_speed.ALGORITHMS) if "all" in args.algorithms else args.algorithms
     rows = []
     with Engine(args.backend, threads=args.threads) as eng:
-        print(f"qatpy {__version__} speed: backend={eng.backend} inflight={args.inflight} "
-              f"seconds={args.seconds} threads={eng.stats().get('software', {}).get('threads', '-')} "
-              f"cpus={os.cpu_count()}", flush=True)
+        print(
+            f"qatpy {__version__} speed: backend={eng.backend} inflight={args.inflight} "
+            f"seconds={args.seconds} threads={eng.stats().get('software', {}).get('threads', '-')} "
+            f"cpus={os.cpu_count()}",
+            flush=True,
+        )
         if eng.fallback_reason:
             print(f"  (auto fell back to software: {eng.fallback_reason})", flush=True)
         for alg in algs:
@@ -35,19 +38,33 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             res = _speed.engine_loop(qkey, args.seconds, args.inflight, p)
             p.done()
             rows.append((alg, base, res))
-    hdr = f"{'algorithm':<11} {'backend':<9} {'signs/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'baseline/s':>11} {'ratio':>6}"
+    hdr = (
+        f"{'algorithm':<11} {'backend':<9} {'signs/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'baseline/s':>11} {'ratio':>6}"
+    )
     print(hdr)
     print("-" * len(hdr))
     out = []
     for alg, base, res in rows:
         ratio = res.rate / base.rate if base.rate else float("nan")
-        print(f"{alg:<11} {eng.backend:<9} {res.rate:>10,.0f} {res.percentile(50) * 1e3:>8.3f} "
-              f"{res.percentile(99) * 1e3:>8.3f} {base.rate:>11,.0f} {ratio:>5.2f}x")
-        out.append({"algorithm": alg, "backend": eng.backend, "signs_per_s": res.rate,
-                    "p50_s": res.percentile(50), "p99_s": res.percentile(99),
-                    "baseline_signs_per_s": base.rate, "ratio": ratio})
-    print("baseline: cryptography's sign() in a single-thread loop, same process; "
-          "latency is per operation from submit to result")
+        print(
+            f"{alg:<11} {eng.backend:<9} {res.rate:>10,.0f} {res.percentile(50) * 1e3:>8.3f} "
+            f"{res.percentile(99) * 1e3:>8.3f} {base.rate:>11,.0f} {ratio:>5.2f}x"
+        )
+        out.append(
+            {
+                "algorithm": alg,
+                "backend": eng.backend,
+                "signs_per_s": res.rate,
+                "p50_s": res.percentile(50),
+                "p99_s": res.percentile(99),
+                "baseline_signs_per_s": base.rate,
+                "ratio": ratio,
+            }
+        )
+    print(
+        "baseline: cryptography's sign() in a single-thread loop, same process; "
+        "latency is per operation from submit to result"
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2)
@@ -87,8 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sp = sub.add_parser("speed", help="measure signs/s and latency, like 'openssl speed'")
     from ._speed import ALGORITHMS
 
-    sp.add_argument("algorithms", nargs="*", default=["rsa2048", "ecdsap256"], metavar="ALGORITHM",
-                    help=f"any of {', '.join(ALGORITHMS)}, or all (default: rsa2048 ecdsap256)")
+    sp.add_argument(
+        "algorithms",
+        nargs="*",
+        default=["rsa2048", "ecdsap256"],
+        metavar="ALGORITHM",
+        help=f"any of {', '.join(ALGORITHMS)}, or all (default: rsa2048 ecdsap256)",
+    )
     sp.add_argument("--backend", choices=BACKENDS, default=None, help="default: QATPY_BACKEND or auto")
     sp.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement (default 3)")
     sp.add_argument("--inflight", type=int, default=256, help="operations kept outstanding (default 256)")

@@ -119,7 +119,9 @@ class Device:
         self._insts = m.ffi.new("uint32_t[]", DRAIN_MAX)
 
     @staticmethod
-    def open(poll_mode: int, poll_delay_ns: int, max_instances: int, inflight: int, max_requests: int) -> tuple["Device | None", int, str]:
+    def open(
+        poll_mode: int, poll_delay_ns: int, max_instances: int, inflight: int, max_requests: int
+    ) -> tuple[Device | None, int, str]:
         m = native()
         cfg = m.ffi.new("qatpy_config *")
         cfg.process_name = m.ffi.NULL
@@ -135,11 +137,29 @@ class Device:
             return None, rc, _err(err)
         return Device(out[0]), 0, ""
 
-    def rsa_key(self, n: bytes, e: bytes, p: bytes, q: bytes, dp: bytes, dq: bytes, qinv: bytes) -> tuple[Key | None, str]:
+    def rsa_key(
+        self, n: bytes, e: bytes, p: bytes, q: bytes, dp: bytes, dq: bytes, qinv: bytes
+    ) -> tuple[Key | None, str]:
         m = self._m
         err = m.ffi.new("char[]", ERRBUF)
         ptr = m.lib.qatpy_rsa_key_new(
-            self._ptr, n, len(n), e, len(e), p, len(p), q, len(q), dp, len(dp), dq, len(dq), qinv, len(qinv), err, ERRBUF
+            self._ptr,
+            n,
+            len(n),
+            e,
+            len(e),
+            p,
+            len(p),
+            q,
+            len(q),
+            dp,
+            len(dp),
+            dq,
+            len(dq),
+            qinv,
+            len(qinv),
+            err,
+            ERRBUF,
         )
         if ptr == m.ffi.NULL:
             return None, _err(err)
@@ -159,7 +179,9 @@ class Device:
     def submit_ecdsa(self, key: Key, digest: bytes, tag: int) -> int:
         return int(self._m.lib.qatpy_submit_ecdsa(self._ptr, key._ptr, digest, len(digest), tag))
 
-    def submit_rsa_many(self, key: Key, encoding: int, hash_id: int, inputs: bytes, input_len: int, n: int, tag0: int) -> tuple[int, int]:
+    def submit_rsa_many(
+        self, key: Key, encoding: int, hash_id: int, inputs: bytes, input_len: int, n: int, tag0: int
+    ) -> tuple[int, int]:
         done = self._m.ffi.new("size_t *")
         rc = self._m.lib.qatpy_submit_rsa_many(self._ptr, key._ptr, encoding, hash_id, inputs, input_len, n, tag0, done)
         return int(rc), int(done[0])
@@ -182,8 +204,17 @@ class Device:
         buf = self._results_buf
         with self._drain_lock:
             while True:
-                n = lib.qatpy_drain_arrays(self._ptr, self._tags, self._sts, self._cpas, self._lens,
-                                           self._insts, self._results, stride, DRAIN_MAX)
+                n = lib.qatpy_drain_arrays(
+                    self._ptr,
+                    self._tags,
+                    self._sts,
+                    self._cpas,
+                    self._lens,
+                    self._insts,
+                    self._results,
+                    stride,
+                    DRAIN_MAX,
+                )
                 if n:
                     tags += ffi.unpack(self._tags, n)
                     sts += ffi.unpack(self._sts, n)

@@ -17,11 +17,12 @@ import asyncio
 import concurrent.futures as cf
 import threading
 import time
-from typing import Any, Callable, Iterable, Union
+from collections.abc import Callable, Iterable
+from typing import Any, Union
 
-Target = Union[cf.Future, "asyncio.Future[Any]", "BatchResult"]
+Target = Union["cf.Future[Any]", "asyncio.Future[Any]", "BatchResult", "FutureGroup"]
 # (target, index within a BatchResult, value, exception)
-Item = tuple[Any, int, Any, Union[BaseException, None]]
+Item = tuple[Any, int, Any, BaseException | None]
 
 
 class DeviceFuture(cf.Future):  # type: ignore[type-arg]
@@ -30,9 +31,9 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
     instead of waiting for the completion thread to hand the result over
     (one thread switch and GIL hand-off fewer per result)."""
 
-    _waiter: Callable[["DeviceFuture", float | None], None] | None = None
+    _waiter: Callable[[DeviceFuture, float | None], None] | None = None
 
-    def __init__(self, waiter: Callable[["DeviceFuture", float | None], None] | None = None) -> None:
+    def __init__(self, waiter: Callable[[DeviceFuture, float | None], None] | None = None) -> None:
         super().__init__()
         # Born RUNNING: the operation is handed to the device right away and
         # cannot be cancelled (same state set_running_or_notify_cancel gives).
@@ -56,7 +57,7 @@ class FutureGroup:
 
     __slots__ = ("futs",)
 
-    def __init__(self, futs: list["asyncio.Future[Any]"]) -> None:
+    def __init__(self, futs: list[asyncio.Future[Any]]) -> None:
         self.futs = futs
 
     def missing(self) -> list[int]:

@@ -69,8 +69,16 @@ QAT_DEVICES: dict[int, tuple[str, str, bool]] = {
 LIBQAT = "libqat.so.4"
 LIBUSDM = "libusdm.so.0"
 _LIB_ENV = {LIBQAT: "QATPY_LIBQAT", LIBUSDM: "QATPY_LIBUSDM"}
-_LIB_DIRS = ("usr/lib64", "usr/lib/x86_64-linux-gnu", "usr/lib", "usr/local/lib64", "usr/local/lib",
-             "lib64", "lib/x86_64-linux-gnu", "lib")
+_LIB_DIRS = (
+    "usr/lib64",
+    "usr/lib/x86_64-linux-gnu",
+    "usr/lib",
+    "usr/local/lib64",
+    "usr/local/lib",
+    "lib64",
+    "lib/x86_64-linux-gnu",
+    "lib",
+)
 _CONTAINER_CGROUP = re.compile(r"docker|kubepods|containerd|crio|cri-containerd|libpod|lxc")
 
 
@@ -318,15 +326,21 @@ def _scan_pci(host: Host) -> list[PciFunction]:
             continue
         family, kind, supported = QAT_DEVICES[dev]
         numvfs = _read(d / "sriov_numvfs")
-        out.append(PciFunction(
-            bdf=bdf, device=dev, family=family, kind=kind, qatlib=supported,
-            driver=_link_name(d / "driver"),
-            iommu_group=_link_name(d / "iommu_group"),
-            physfn=_link_name(d / "physfn"),
-            services=_read(d / "qat" / "cfg_services"),
-            state=_read(d / "qat" / "state"),
-            numvfs=int(numvfs) if numvfs and numvfs.isdigit() else None,
-        ))
+        out.append(
+            PciFunction(
+                bdf=bdf,
+                device=dev,
+                family=family,
+                kind=kind,
+                qatlib=supported,
+                driver=_link_name(d / "driver"),
+                iommu_group=_link_name(d / "iommu_group"),
+                physfn=_link_name(d / "physfn"),
+                services=_read(d / "qat" / "cfg_services"),
+                state=_read(d / "qat" / "state"),
+                numvfs=int(numvfs) if numvfs and numvfs.isdigit() else None,
+            )
+        )
     return out
 
 
@@ -364,8 +378,7 @@ def _gather(host: Host) -> _Facts:
     f.sysconfig = _kv_file(_p(host, "etc/sysconfig/qat"))
     for vf in f.vfio_vfs:
         g = vf.iommu_group
-        if g and _p(host, f"dev/vfio/{g}").exists() and host.access(str(_p(host, f"dev/vfio/{g}")),
-                                                                     os.R_OK | os.W_OK):
+        if g and _p(host, f"dev/vfio/{g}").exists() and host.access(str(_p(host, f"dev/vfio/{g}")), os.R_OK | os.W_OK):
             f.usable_groups.append(g)
     return f
 
@@ -379,22 +392,30 @@ def check_kernel(host: Host, facts: _Facts) -> Check:
     if v is None:
         return Check("kernel", "info", f"cannot parse kernel release {rel!r}")
     if v < (5, 11, 0):
-        return Check("kernel", "fail", f"Linux {rel}: the in-tree QAT 4xxx driver needs Linux 5.11 or later",
-                     "boot a kernel >= 6.0 (5.11 is the minimum for crypto; 6.0 lets you configure "
-                     "ServicesEnabled)")
+        return Check(
+            "kernel",
+            "fail",
+            f"Linux {rel}: the in-tree QAT 4xxx driver needs Linux 5.11 or later",
+            "boot a kernel >= 6.0 (5.11 is the minimum for crypto; 6.0 lets you configure ServicesEnabled)",
+        )
     ver = facts.lib_version
     if (6, 1, 0) <= v <= (6, 1, 148) and (ver is None or ver.startswith(("24.09", "25.08"))):
         which = f"qatlib {facts.lib_version}" if facts.lib_version else "qatlib 24.09 or 25.08"
-        return Check("kernel", "warn",
-                     f"Linux {rel}: 6.1.0-6.1.148 with {which} fails with \"Failed to get enabled "
-                     "services\" (qatlib README, QATE-106085)",
-                     "use a 6.1 LTS kernel >= 6.1.149 or another kernel series, or a qatlib release "
-                     "other than 24.09/25.08")
+        return Check(
+            "kernel",
+            "warn",
+            f'Linux {rel}: 6.1.0-6.1.148 with {which} fails with "Failed to get enabled '
+            'services" (qatlib README, QATE-106085)',
+            "use a 6.1 LTS kernel >= 6.1.149 or another kernel series, or a qatlib release other than 24.09/25.08",
+        )
     if v < (6, 0, 0):
-        return Check("kernel", "warn",
-                     f"Linux {rel}: works for crypto, but ServicesEnabled needs Linux 6.0+; the driver "
-                     "default gives asym only on even-numbered PFs",
-                     "boot a kernel >= 6.0 to choose services per PF")
+        return Check(
+            "kernel",
+            "warn",
+            f"Linux {rel}: works for crypto, but ServicesEnabled needs Linux 6.0+; the driver "
+            "default gives asym only on even-numbered PFs",
+            "boot a kernel >= 6.0 to choose services per PF",
+        )
     return Check("kernel", "ok", f"Linux {rel} (>= 6.0: QAT driver in tree, ServicesEnabled configurable)")
 
 
@@ -407,71 +428,108 @@ def check_iommu(host: Host, facts: _Facts) -> Check:
     except OSError:
         ngroups = 0
     on_flags = sorted(t for t in tokens if t in ("intel_iommu=on", "iommu=pt", "iommu=on"))
-    fix = ("enable Intel VT-d and SR-IOV in the BIOS; add intel_iommu=on (optionally iommu=pt) to "
-           "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub (or grub2-mkconfig -o <grub.cfg>) "
-           "and reboot; then `dmesg | grep -i -e DMAR -e IOMMU` should say the IOMMU is enabled")
+    fix = (
+        "enable Intel VT-d and SR-IOV in the BIOS; add intel_iommu=on (optionally iommu=pt) to "
+        "GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub (or grub2-mkconfig -o <grub.cfg>) "
+        "and reboot; then `dmesg | grep -i -e DMAR -e IOMMU` should say the IOMMU is enabled"
+    )
     if ngroups:
         extra = f"; kernel command line has {' '.join(on_flags)}" if on_flags else ""
         return Check("iommu", "ok", f"IOMMU on: /sys/kernel/iommu_groups has {ngroups} group(s){extra}")
     if tokens & {"intel_iommu=off", "iommu=off"}:
-        return Check("iommu", "fail", "the kernel command line turns the IOMMU off "
-                     f"({' '.join(sorted(tokens & {'intel_iommu=off', 'iommu=off'}))})", fix)
+        return Check(
+            "iommu",
+            "fail",
+            "the kernel command line turns the IOMMU off "
+            f"({' '.join(sorted(tokens & {'intel_iommu=off', 'iommu=off'}))})",
+            fix,
+        )
     if on_flags:
-        return Check("iommu", "fail", f"{' '.join(on_flags)} is on the kernel command line but the kernel "
-                     "created no IOMMU groups: VT-d is probably disabled in the BIOS", fix)
-    return Check("iommu", "fail", "IOMMU off: no IOMMU groups in /sys/kernel/iommu_groups and no "
-                 "intel_iommu=on on the kernel command line (vfio-pci needs the IOMMU)", fix)
+        return Check(
+            "iommu",
+            "fail",
+            f"{' '.join(on_flags)} is on the kernel command line but the kernel "
+            "created no IOMMU groups: VT-d is probably disabled in the BIOS",
+            fix,
+        )
+    return Check(
+        "iommu",
+        "fail",
+        "IOMMU off: no IOMMU groups in /sys/kernel/iommu_groups and no "
+        "intel_iommu=on on the kernel command line (vfio-pci needs the IOMMU)",
+        fix,
+    )
 
 
 def check_devices(host: Host, facts: _Facts) -> Check:
     name = "qat-devices"
     if not facts.functions:
-        return Check(name, "fail",
-                     "no Intel QAT device in /sys/bus/pci/devices (looked for PFs 8086:4940/4942/4944/4946 "
-                     "and their VFs 4941/4943/4945/4947)",
-                     "run on a host with QAT (for example a 4th Gen Xeon Scalable or later with QAT enabled in "
-                     "the BIOS; `lspci -d 8086:4940` lists the PFs), or pass a QAT VF into this VM; "
-                     "until then qatpy signs in software")
+        return Check(
+            name,
+            "fail",
+            "no Intel QAT device in /sys/bus/pci/devices (looked for PFs 8086:4940/4942/4944/4946 "
+            "and their VFs 4941/4943/4945/4947)",
+            "run on a host with QAT (for example a 4th Gen Xeon Scalable or later with QAT enabled in "
+            "the BIOS; `lspci -d 8086:4940` lists the PFs), or pass a QAT VF into this VM; "
+            "until then qatpy signs in software",
+        )
     old = [f for f in facts.functions if not f.qatlib]
     if not facts.pfs and not facts.vfs:
         fams = sorted({f"{f.family} ({f.ident})" for f in old})
-        return Check(name, "fail",
-                     f"found {', '.join(fams)}: qatlib, which qatpy loads, drives only the 4xxx family "
-                     "(4xxx/401xx/402xx/420xx)",
-                     "these devices need Intel's out-of-tree QAT 1.x driver package, which qatpy does not "
-                     "support; use a 4xxx-family device")
+        return Check(
+            name,
+            "fail",
+            f"found {', '.join(fams)}: qatlib, which qatpy loads, drives only the 4xxx family (4xxx/401xx/402xx/420xx)",
+            "these devices need Intel's out-of-tree QAT 1.x driver package, which qatpy does not "
+            "support; use a 4xxx-family device",
+        )
     for pf in facts.pfs:
         if pf.driver is None:
             # qat_4xxx drives 4940/4942/4944, qat_420xx drives 4946; firmware is named per family.
             module = "qat_420xx" if pf.family == "420xx" else "qat_4xxx"
             fwname = "qat_4xxx" if pf.family in ("4xxx", "401xx") else f"qat_{pf.family}"
-            fw = [n for n in (f"{fwname}.bin", f"{fwname}.bin.xz", f"{fwname}.bin.zst")
-                  if _p(host, f"lib/firmware/{n}").exists() or _p(host, f"usr/lib/firmware/{n}").exists()]
+            fw = [
+                n
+                for n in (f"{fwname}.bin", f"{fwname}.bin.xz", f"{fwname}.bin.zst")
+                if _p(host, f"lib/firmware/{n}").exists() or _p(host, f"usr/lib/firmware/{n}").exists()
+            ]
             fwnote = "" if fw else f"; no {fwname}.bin firmware under /lib/firmware"
-            return Check(name, "fail", f"PF {pf.bdf} ({pf.family}, {pf.ident}) has no kernel driver bound{fwnote}",
-                         f"load the PF driver: `sudo modprobe {module}` (Linux >= 5.11); the firmware files "
-                         f"/lib/firmware/{fwname}.bin and {fwname}_mmp.bin must exist (then "
-                         "`sudo dracut --force` or update-initramfs so early boot finds them)")
+            return Check(
+                name,
+                "fail",
+                f"PF {pf.bdf} ({pf.family}, {pf.ident}) has no kernel driver bound{fwnote}",
+                f"load the PF driver: `sudo modprobe {module}` (Linux >= 5.11); the firmware files "
+                f"/lib/firmware/{fwname}.bin and {fwname}_mmp.bin must exist (then "
+                "`sudo dracut --force` or update-initramfs so early boot finds them)",
+            )
     if facts.pfs and not facts.vfs:
-        return Check(name, "fail",
-                     f"{len(facts.pfs)} QAT PF(s) ({_short([p.bdf for p in facts.pfs])}) but no virtual "
-                     "functions: qatlib only uses VFs",
-                     "start qatlib's service, which creates the VFs and binds them to vfio-pci: "
-                     "`sudo systemctl enable --now qat`; by hand: "
-                     "`cat sriov_totalvfs | sudo tee sriov_numvfs` in /sys/bus/pci/devices/<PF>/")
+        return Check(
+            name,
+            "fail",
+            f"{len(facts.pfs)} QAT PF(s) ({_short([p.bdf for p in facts.pfs])}) but no virtual "
+            "functions: qatlib only uses VFs",
+            "start qatlib's service, which creates the VFs and binds them to vfio-pci: "
+            "`sudo systemctl enable --now qat`; by hand: "
+            "`cat sriov_totalvfs | sudo tee sriov_numvfs` in /sys/bus/pci/devices/<PF>/",
+        )
     down = [p.bdf for p in facts.pfs if p.state == "down"]
     parts = []
     if facts.pfs:
         drivers = sorted({p.driver or "-" for p in facts.pfs})
-        parts.append(f"{len(facts.pfs)} PF ({_short(sorted({p.ident for p in facts.pfs}))}, driver "
-                     f"{', '.join(drivers)})")
+        parts.append(
+            f"{len(facts.pfs)} PF ({_short(sorted({p.ident for p in facts.pfs}))}, driver {', '.join(drivers)})"
+        )
     else:
         parts.append("no PF visible (normal in a VM)")
     parts.append(f"{len(facts.vfs)} VF ({_short(sorted({v.ident for v in facts.vfs}))})")
     if down:
-        return Check(name, "warn", "; ".join(parts) + f"; PF {_short(down)} is down",
-                     "bring the PF up: `echo up | sudo tee /sys/bus/pci/devices/<PF>/qat/state`, or "
-                     "`sudo systemctl restart qat`")
+        return Check(
+            name,
+            "warn",
+            "; ".join(parts) + f"; PF {_short(down)} is down",
+            "bring the PF up: `echo up | sudo tee /sys/bus/pci/devices/<PF>/qat/state`, or "
+            "`sudo systemctl restart qat`",
+        )
     return Check(name, "ok", "; ".join(parts))
 
 
@@ -482,12 +540,15 @@ def check_vfio_binding(host: Host, facts: _Facts) -> Check:
     bound = facts.vfio_vfs
     other = sorted({f"{v.driver or 'no driver'}" for v in facts.vfs if v.driver != "vfio-pci"})
     if not bound:
-        return Check(name, "fail",
-                     f"none of the {len(facts.vfs)} QAT VFs is bound to vfio-pci (bound to: {', '.join(other)})",
-                     "`sudo systemctl restart qat` binds the VFs to vfio-pci; by hand per VF: "
-                     "`echo vfio-pci | sudo tee /sys/bus/pci/devices/<VF>/driver_override`, unbind it from "
-                     "its driver (`echo <VF> | sudo tee /sys/bus/pci/devices/<VF>/driver/unbind`), then "
-                     "`echo <VF> | sudo tee /sys/bus/pci/drivers_probe` (modprobe vfio-pci first)")
+        return Check(
+            name,
+            "fail",
+            f"none of the {len(facts.vfs)} QAT VFs is bound to vfio-pci (bound to: {', '.join(other)})",
+            "`sudo systemctl restart qat` binds the VFs to vfio-pci; by hand per VF: "
+            "`echo vfio-pci | sudo tee /sys/bus/pci/devices/<VF>/driver_override`, unbind it from "
+            "its driver (`echo <VF> | sudo tee /sys/bus/pci/devices/<VF>/driver/unbind`), then "
+            "`echo <VF> | sudo tee /sys/bus/pci/drivers_probe` (modprobe vfio-pci first)",
+        )
     detail = f"{len(bound)} of {len(facts.vfs)} QAT VFs bound to vfio-pci"
     if other:
         detail += f" (the rest: {', '.join(other)}; qatlib cannot use those)"
@@ -496,10 +557,12 @@ def check_vfio_binding(host: Host, facts: _Facts) -> Check:
 
 def check_dev_vfio(host: Host, facts: _Facts) -> Check:
     name = "/dev/vfio"
-    fix_missing = ("in a container pass the devices in: `--device /dev/vfio/vfio --device /dev/vfio/<N>` "
-                   "(docker/podman) or the Intel QAT device plugin (Kubernetes); on the host "
-                   "/dev/vfio/<N> appears when a VF is bound to vfio-pci (`sudo modprobe vfio-pci`, "
-                   "`sudo systemctl restart qat`)")
+    fix_missing = (
+        "in a container pass the devices in: `--device /dev/vfio/vfio --device /dev/vfio/<N>` "
+        "(docker/podman) or the Intel QAT device plugin (Kubernetes); on the host "
+        "/dev/vfio/<N> appears when a VF is bound to vfio-pci (`sudo modprobe vfio-pci`, "
+        "`sudo systemctl restart qat`)"
+    )
     bound = facts.vfio_vfs
     d = _p(host, "dev/vfio")
     if not bound:
@@ -507,37 +570,50 @@ def check_dev_vfio(host: Host, facts: _Facts) -> Check:
             return Check(name, "info", "/dev/vfio does not exist (not checked further: no QAT VF on vfio-pci)")
         return Check(name, "info", "not checked: no QAT VF bound to vfio-pci")
     if not d.is_dir():
-        return Check(name, "fail", "/dev/vfio does not exist: qatlib stops with \"Failed to open /dev/vfio "
-                     "for locking\"", fix_missing)
+        return Check(
+            name,
+            "fail",
+            '/dev/vfio does not exist: qatlib stops with "Failed to open /dev/vfio for locking"',
+            fix_missing,
+        )
     container_node = d / "vfio"
     if not container_node.exists():
         return Check(name, "fail", "/dev/vfio/vfio (the VFIO container node) is missing", fix_missing)
     if not host.access(str(container_node), os.R_OK | os.W_OK):
-        return Check(name, "fail", "/dev/vfio/vfio is not readable and writable by this user",
-                     "it is normally mode 0666: `sudo chmod 0666 /dev/vfio/vfio`")
+        return Check(
+            name,
+            "fail",
+            "/dev/vfio/vfio is not readable and writable by this user",
+            "it is normally mode 0666: `sudo chmod 0666 /dev/vfio/vfio`",
+        )
     groups = sorted({v.iommu_group for v in bound if v.iommu_group}, key=lambda g: (len(g), g))
     present = [g for g in groups if (d / g).exists()]
     if not present:
-        return Check(name, "fail",
-                     f"no /dev/vfio node for the QAT VF IOMMU groups ({_short(groups)})", fix_missing)
+        return Check(name, "fail", f"no /dev/vfio node for the QAT VF IOMMU groups ({_short(groups)})", fix_missing)
     if not facts.usable_groups:
         modes = []
         gidnames = _group_names(host)
         for g in present[:3]:
             try:
                 st = os.stat(d / g)
-                modes.append(f"/dev/vfio/{g} {stat.filemode(st.st_mode)} group "
-                             f"{gidnames.get(st.st_gid, str(st.st_gid))}")
+                modes.append(
+                    f"/dev/vfio/{g} {stat.filemode(st.st_mode)} group {gidnames.get(st.st_gid, str(st.st_gid))}"
+                )
             except OSError:
                 modes.append(f"/dev/vfio/{g}")
-        return Check(name, "fail",
-                     f"none of the {len(present)} QAT VF nodes is readable and writable by {host.user} "
-                     f"(uid {host.euid}): {'; '.join(modes)} — qatlib says \"Open failed on /dev/vfio/N\"",
-                     f"add the user to group qat and log in again: `sudo usermod -a -G qat {host.user}`; "
-                     "qatlib's service gives group qat rw on /dev/vfio/* (`sudo systemctl restart qat` "
-                     "re-applies it); if it still fails check SELinux denials (`ausearch -m avc`)")
-    detail = (f"{len(facts.usable_groups)} of {len(groups)} QAT VF nodes usable "
-              f"({_short(['/dev/vfio/' + g for g in facts.usable_groups])})")
+        return Check(
+            name,
+            "fail",
+            f"none of the {len(present)} QAT VF nodes is readable and writable by {host.user} "
+            f'(uid {host.euid}): {"; ".join(modes)} — qatlib says "Open failed on /dev/vfio/N"',
+            f"add the user to group qat and log in again: `sudo usermod -a -G qat {host.user}`; "
+            "qatlib's service gives group qat rw on /dev/vfio/* (`sudo systemctl restart qat` "
+            "re-applies it); if it still fails check SELinux denials (`ausearch -m avc`)",
+        )
+    detail = (
+        f"{len(facts.usable_groups)} of {len(groups)} QAT VF nodes usable "
+        f"({_short(['/dev/vfio/' + g for g in facts.usable_groups])})"
+    )
     return Check(name, "ok", detail)
 
 
@@ -563,16 +639,27 @@ def check_qat_group(host: Host, facts: _Facts, vfio_ok: bool) -> Check:
         if parts[0] == "qat" and len(parts) >= 4:
             members = [m for m in parts[3].split(",") if m]
     if members is None:
-        return Check(name, status, "group qat does not exist (qatlib's service creates it and gives it "
-                     "access to /dev/vfio/*)",
-                     f"install qatlib with its service, or `sudo groupadd qat`, then `sudo usermod -a -G qat "
-                     f"{host.user}`, `sudo systemctl restart qat`, and log in again")
+        return Check(
+            name,
+            status,
+            "group qat does not exist (qatlib's service creates it and gives it access to /dev/vfio/*)",
+            f"install qatlib with its service, or `sudo groupadd qat`, then `sudo usermod -a -G qat "
+            f"{host.user}`, `sudo systemctl restart qat`, and log in again",
+        )
     if host.user in members:
-        return Check(name, status, f"{host.user} is listed in group qat, but this session does not have it "
-                     "yet (membership changed after login)",
-                     "log out and in again (or `newgrp qat`, or `sudo su -l $USER`)")
-    return Check(name, status, f"{host.user} (uid {host.euid}) is not root and not in group qat",
-                 f"`sudo usermod -a -G qat {host.user}`, then log in again")
+        return Check(
+            name,
+            status,
+            f"{host.user} is listed in group qat, but this session does not have it "
+            "yet (membership changed after login)",
+            "log out and in again (or `newgrp qat`, or `sudo su -l $USER`)",
+        )
+    return Check(
+        name,
+        status,
+        f"{host.user} (uid {host.euid}) is not root and not in group qat",
+        f"`sudo usermod -a -G qat {host.user}`, then log in again",
+    )
 
 
 def _vfs_needed(host: Host, facts: _Facts) -> tuple[int, str]:
@@ -603,17 +690,24 @@ def check_memlock(host: Host, facts: _Facts) -> Check:
     have = f"RLIMIT_MEMLOCK {_mib(soft)} (hard {'unlimited' if hard == resource.RLIM_INFINITY else _mib(hard)})"
     want = f"{_mib(need)} = 16 MiB x {nvf} VF ({why}) + {_mib(MEMLOCK_APP)} for qatpy's buffers"
     kib = need // 1024
-    fix = (f"raise the locked-memory limit to >= {_mib(need)} for the user running qatpy: "
-           f"`{host.user} - memlock {kib}` in /etc/security/limits.conf and log in again; systemd "
-           f"service: LimitMEMLOCK={need} (or infinity) in the unit; docker/podman: `--ulimit "
-           "memlock=-1:-1`; Kubernetes: raise LimitMEMLOCK of containerd.service/crio.service with a "
-           "systemd drop-in, then `systemctl daemon-reload` and restart the runtime")
+    fix = (
+        f"raise the locked-memory limit to >= {_mib(need)} for the user running qatpy: "
+        f"`{host.user} - memlock {kib}` in /etc/security/limits.conf and log in again; systemd "
+        f"service: LimitMEMLOCK={need} (or infinity) in the unit; docker/podman: `--ulimit "
+        "memlock=-1:-1`; Kubernetes: raise LimitMEMLOCK of containerd.service/crio.service with a "
+        "systemd drop-in, then `systemctl daemon-reload` and restart the runtime"
+    )
     if hard == resource.RLIM_INFINITY or hard >= need:
         fix = f"the hard limit allows it: `ulimit -l {kib}` before starting the process; or " + fix
     if soft < MEMLOCK_PER_VF:
-        return Check(name, "fail", f"{have}: below the 16 MiB one VF needs; qatlib fails to map its rings "
-                     "(\"VFIO_IOMMU_MAP_DMA failed … errno=12\", dmesg \"RLIMIT_MEMLOCK … exceeded\"). "
-                     f"Want {want}", fix)
+        return Check(
+            name,
+            "fail",
+            f"{have}: below the 16 MiB one VF needs; qatlib fails to map its rings "
+            '("VFIO_IOMMU_MAP_DMA failed … errno=12", dmesg "RLIMIT_MEMLOCK … exceeded"). '
+            f"Want {want}",
+            fix,
+        )
     if soft < need:
         return Check(name, "warn", f"{have} is below {want}", fix)
     return Check(name, "ok", f"{have} >= {want}")
@@ -626,18 +720,26 @@ def check_libraries(host: Host, facts: _Facts) -> Check:
     if missing:
         over = [f"{_LIB_ENV[n]}={host.environ[_LIB_ENV[n]]}" for n in missing if host.environ.get(_LIB_ENV[n])]
         note = f" ({', '.join(over)} does not exist)" if over else ""
-        return Check(name, "fail", f"{' and '.join(missing)} not found{note}",
-                     "install qatlib: your distribution's qatlib packages (Fedora, RHEL, Ubuntu 24.04+; "
-                     "Debian 12 has none) or build it from https://github.com/intel/qatlib "
-                     "(`./autogen.sh && ./configure --enable-service && make -j && sudo make install`); "
-                     "a non-standard location can be given with QATPY_LIBQAT / QATPY_LIBUSDM")
+        return Check(
+            name,
+            "fail",
+            f"{' and '.join(missing)} not found{note}",
+            "install qatlib: your distribution's qatlib packages (Fedora, RHEL, Ubuntu 24.04+; "
+            "Debian 12 has none) or build it from https://github.com/intel/qatlib "
+            "(`./autogen.sh && ./configure --enable-service && make -j && sudo make install`); "
+            "a non-standard location can be given with QATPY_LIBQAT / QATPY_LIBUSDM",
+        )
     assert qat is not None and usdm is not None
     version = f"qatlib {facts.lib_version}" if facts.lib_version else "version unknown (no qatlib.pc)"
     detail = f"{LIBQAT} at {qat}, {LIBUSDM} at {usdm}; {version}"
     sim = os.path.join("qatpy", "_sim")
     if sim in qat or sim in usdm:
-        return Check(name, "warn", detail + ": this is qatpy's simulated device, not qatlib",
-                     "unset QATPY_LIBQAT / QATPY_LIBUSDM to use the real qatlib")
+        return Check(
+            name,
+            "warn",
+            detail + ": this is qatpy's simulated device, not qatlib",
+            "unset QATPY_LIBQAT / QATPY_LIBUSDM to use the real qatlib",
+        )
     return Check(name, "ok", detail)
 
 
@@ -651,33 +753,52 @@ def check_qatmgr(host: Host, facts: _Facts) -> Check:
         except OSError:
             is_sock = False
         if not host.access(str(sock), os.W_OK):
-            return Check(name, "warn", "/run/qat/qatmgr.sock exists but this user cannot connect to it",
-                         f"add {host.user} to group qat and log in again")
+            return Check(
+                name,
+                "warn",
+                "/run/qat/qatmgr.sock exists but this user cannot connect to it",
+                f"add {host.user} to group qat and log in again",
+            )
         kind = "socket" if is_sock else "entry"
         pol = facts.sysconfig.get("POLICY", "0 (one VF per PF per process)")
         return Check(name, "ok", f"managed mode: /run/qat/qatmgr.sock {kind} present; POLICY={pol}")
     if policy is not None and policy.strip() == "0":
-        return Check(name, "warn", "standalone mode (no /run/qat/qatmgr.sock) with QAT_POLICY=0, which "
-                     "recent qatlib rejects in standalone mode",
-                     "set QAT_POLICY=1 (or the number of VFs each process should take)")
-    share = (f"QAT_POLICY={policy}" if policy else
-             "no QAT_POLICY: the first process takes up to 6 VFs and later ones may find none")
+        return Check(
+            name,
+            "warn",
+            "standalone mode (no /run/qat/qatmgr.sock) with QAT_POLICY=0, which "
+            "recent qatlib rejects in standalone mode",
+            "set QAT_POLICY=1 (or the number of VFs each process should take)",
+        )
+    share = (
+        f"QAT_POLICY={policy}"
+        if policy
+        else "no QAT_POLICY: the first process takes up to 6 VFs and later ones may find none"
+    )
     if facts.container:
-        return Check(name, "info", f"standalone mode (no qatmgr socket; usual in containers); {share}",
-                     "" if policy else "set QAT_POLICY=1 in the container's environment when several "
-                     "processes share the VFs")
-    return Check(name, "warn", f"qat service not running (no /run/qat/qatmgr.sock): qatlib runs "
-                 f"standalone; {share}",
-                 "`sudo systemctl enable --now qat` (qatmgr hands each process its VFs); after a qatlib "
-                 "upgrade restart it, or the new library reports an \"incompatible qatmgr\"")
+        return Check(
+            name,
+            "info",
+            f"standalone mode (no qatmgr socket; usual in containers); {share}",
+            "" if policy else "set QAT_POLICY=1 in the container's environment when several processes share the VFs",
+        )
+    return Check(
+        name,
+        "warn",
+        f"qat service not running (no /run/qat/qatmgr.sock): qatlib runs standalone; {share}",
+        "`sudo systemctl enable --now qat` (qatmgr hands each process its VFs); after a qatlib "
+        'upgrade restart it, or the new library reports an "incompatible qatmgr"',
+    )
 
 
 def check_asym(host: Host, facts: _Facts, kernel: tuple[int, int, int] | None) -> Check:
     name = "asym-service"
-    fix = ("set ServicesEnabled=sym;asym (or asym) in /etc/sysconfig/qat and `sudo systemctl restart qat` "
-           "(Linux >= 6.0); or per PF: `echo down > /sys/bus/pci/devices/<PF>/qat/state; "
-           "echo 'sym;asym' > .../qat/cfg_services; echo up > .../qat/state`, then restart qat so the VFs "
-           "are re-created")
+    fix = (
+        "set ServicesEnabled=sym;asym (or asym) in /etc/sysconfig/qat and `sudo systemctl restart qat` "
+        "(Linux >= 6.0); or per PF: `echo down > /sys/bus/pci/devices/<PF>/qat/state; "
+        "echo 'sym;asym' > .../qat/cfg_services; echo up > .../qat/state`, then restart qat so the VFs "
+        "are re-created"
+    )
     if not facts.vfs and not facts.pfs:
         return Check(name, "info", "not checked: no QAT device")
     by_bdf = {p.bdf: p for p in facts.pfs}
@@ -692,19 +813,32 @@ def check_asym(host: Host, facts: _Facts, kernel: tuple[int, int, int] | None) -
         with_asym = sorted(b for b, s in known.items() if "asym" in _services(s))
         if not with_asym:
             desc = _short([f"{b}: {s}" for b, s in sorted(known.items())], 4)
-            return Check(name, "fail", f"no PF serving this process's VFs offers asym ({desc}); qatpy would "
-                         f"find 0 asym instances{note}", fix)
+            return Check(
+                name,
+                "fail",
+                f"no PF serving this process's VFs offers asym ({desc}); qatpy would find 0 asym instances{note}",
+                fix,
+            )
         without = sorted(set(known) - set(with_asym))
         extra = f"; {_short(without, 4)} without asym (their VFs give qatpy nothing)" if without else ""
-        return Check(name, "ok", f"asym on {len(with_asym)} of {len(known)} PFs "
-                     f"({_short([f'{b}: {known[b]}' for b in with_asym], 4)}){extra}{note}")
+        return Check(
+            name,
+            "ok",
+            f"asym on {len(with_asym)} of {len(known)} PFs "
+            f"({_short([f'{b}: {known[b]}' for b in with_asym], 4)}){extra}{note}",
+        )
     if enabled:
         if "asym" in _services(enabled):
             return Check(name, "ok", f"/etc/sysconfig/qat: ServicesEnabled={enabled}{note}")
         return Check(name, "fail", f"/etc/sysconfig/qat: ServicesEnabled={enabled} has no asym{note}", fix)
-    return Check(name, "info", "cannot see the PF service configuration from here (no qat/cfg_services, no "
-                 "ServicesEnabled); the default gives sym;asym on even-numbered PFs and dc on odd ones. "
-                 "If qatpy reports 0 asym instances, the VFs come from a dc PF", fix)
+    return Check(
+        name,
+        "info",
+        "cannot see the PF service configuration from here (no qat/cfg_services, no "
+        "ServicesEnabled); the default gives sym;asym on even-numbered PFs and dc on odd ones. "
+        "If qatpy reports 0 asym instances, the VFs come from a dc PF",
+        fix,
+    )
 
 
 def check_container(host: Host, facts: _Facts, memlock: Check, dev: Check) -> Check:
@@ -712,20 +846,27 @@ def check_container(host: Host, facts: _Facts, memlock: Check, dev: Check) -> Ch
     if not facts.container:
         return Check(name, "info", "not in a container")
     hints = [
-        ("pass /dev/vfio/vfio and each VF group into the container (docker/podman: "
-         "`--device /dev/vfio/vfio --device /dev/vfio/<N>`; Kubernetes: the Intel QAT device plugin)"),
-        ("raise memlock: docker/podman `--ulimit memlock=-1:-1`; containerd/CRI-O: a systemd drop-in "
-         "such as /etc/systemd/system/containerd.service.d/memlock.conf with [Service] "
-         "LimitMEMLOCK=134217728 (crio.service likewise), `systemctl daemon-reload`, restart the runtime"),
+        (
+            "pass /dev/vfio/vfio and each VF group into the container (docker/podman: "
+            "`--device /dev/vfio/vfio --device /dev/vfio/<N>`; Kubernetes: the Intel QAT device plugin)"
+        ),
+        (
+            "raise memlock: docker/podman `--ulimit memlock=-1:-1`; containerd/CRI-O: a systemd drop-in "
+            "such as /etc/systemd/system/containerd.service.d/memlock.conf with [Service] "
+            "LimitMEMLOCK=134217728 (crio.service likewise), `systemctl daemon-reload`, restart the runtime"
+        ),
         "no qatmgr runs in a container: set QAT_POLICY=1 when several processes share the VFs",
     ]
     problems = [c.name for c in (memlock, dev) if c.status in ("fail", "warn")]
     if problems:
-        return Check(name, "warn", f"in a container ({facts.container}); {' and '.join(problems)} need the "
-                     "container runtime's help", "; ".join(hints))
+        return Check(
+            name,
+            "warn",
+            f"in a container ({facts.container}); {' and '.join(problems)} need the container runtime's help",
+            "; ".join(hints),
+        )
     if dev.status == "ok" and memlock.status == "ok":
-        return Check(name, "info", f"in a container ({facts.container}); VFIO devices and memlock look fine",
-                     hints[2])
+        return Check(name, "info", f"in a container ({facts.container}); VFIO devices and memlock look fine", hints[2])
     return Check(name, "info", f"in a container ({facts.container})", "; ".join(hints))
 
 
@@ -738,12 +879,15 @@ def check_hugepages(host: Host, facts: _Facts) -> Check:
     if n == 0:
         return Check(name, "info", "no hugepages reserved (qatlib does not need them)")
     if facts.lib_version and facts.lib_version.startswith("25.08"):
-        return Check(name, "warn", f"nr_hugepages={n} with qatlib 25.08, which then routes DMA through "
-                     "hugepages and fails with \"Unable to get ringbuf\" if this process cannot use them",
-                     "upgrade qatlib to 26.08 (uses hugepages only with QAT_MAX_2M_HPG_PER_PROCESS), or "
-                     "make the hugepages usable by this user, or set nr_hugepages to 0")
-    return Check(name, "info", f"nr_hugepages={n}; qatlib 26.08+ uses them only when "
-                 "QAT_MAX_2M_HPG_PER_PROCESS is set")
+        return Check(
+            name,
+            "warn",
+            f"nr_hugepages={n} with qatlib 25.08, which then routes DMA through "
+            'hugepages and fails with "Unable to get ringbuf" if this process cannot use them',
+            "upgrade qatlib to 26.08 (uses hugepages only with QAT_MAX_2M_HPG_PER_PROCESS), or "
+            "make the hugepages usable by this user, or set nr_hugepages to 0",
+        )
+    return Check(name, "info", f"nr_hugepages={n}; qatlib 26.08+ uses them only when QAT_MAX_2M_HPG_PER_PROCESS is set")
 
 
 # ---------------------------------------------------------------- public entry points
@@ -766,9 +910,18 @@ def run_checks(
 
     The checks come back in the order the fixes should be applied, verdict last.
     """
-    host = make_host(root, kernel_release=kernel_release, memlock=memlock, euid=euid, user=user,
-                     groups=groups, environ=environ, find_library=find_library, access=access,
-                     cap_ipc_lock=cap_ipc_lock)
+    host = make_host(
+        root,
+        kernel_release=kernel_release,
+        memlock=memlock,
+        euid=euid,
+        user=user,
+        groups=groups,
+        environ=environ,
+        find_library=find_library,
+        access=access,
+        cap_ipc_lock=cap_ipc_lock,
+    )
     facts = _gather(host)
     kernel = check_kernel(host, facts)
     iommu = check_iommu(host, facts)
@@ -798,8 +951,10 @@ def verdict(checks: Sequence[Check]) -> Check:
     warns = [c for c in checks if c.status == "warn" and c.name != "verdict"]
     steps = [f"{c.name}: {c.fix}" for c in fails + warns if c.fix]
     if fails:
-        detail = (f"QAT is NOT usable on this host ({', '.join(c.name for c in fails)}): "
-                  "qatpy's 'auto' backend signs in software and Engine('qat') raises QatUnavailableError")
+        detail = (
+            f"QAT is NOT usable on this host ({', '.join(c.name for c in fails)}): "
+            "qatpy's 'auto' backend signs in software and Engine('qat') raises QatUnavailableError"
+        )
         return Check("verdict", "fail", detail, "\n".join(steps))
     detail = "QAT looks usable: Engine('auto') should pick the device"
     if warns:
@@ -814,8 +969,9 @@ _WIDTH = 100
 def _wrap(text: str, first: str, rest: str) -> str:
     # Commands stay copy-pastable: no breaks inside `code spans`, words or on hyphens.
     glued = re.sub(r"`[^`]*`", lambda m: m.group(0).replace(" ", "\0"), text)
-    out = textwrap.fill(glued, _WIDTH, initial_indent=first, subsequent_indent=rest,
-                        break_long_words=False, break_on_hyphens=False)
+    out = textwrap.fill(
+        glued, _WIDTH, initial_indent=first, subsequent_indent=rest, break_long_words=False, break_on_hyphens=False
+    )
     return out.replace("\0", " ")
 
 
@@ -859,8 +1015,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``qatpy doctor [--json]``: exit 0 when QAT is usable, 1 when it is not."""
-    parser = argparse.ArgumentParser(prog="qatpy doctor",
-                                     description="check this host's Intel QAT set-up for qatpy")
+    parser = argparse.ArgumentParser(prog="qatpy doctor", description="check this host's Intel QAT set-up for qatpy")
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run(args)

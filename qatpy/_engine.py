@@ -8,8 +8,9 @@ import math
 import os
 import threading
 import weakref
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -30,7 +31,7 @@ DEFAULT_POLL_DELAY = 20e-6
 #: Default time close() waits for in-flight work before failing it.
 DEFAULT_CLOSE_TIMEOUT = 10.0
 
-_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -167,7 +168,7 @@ class Engine:
         log.debug("qatpy: engine on %s backend", self.backend)
 
     # -- lifecycle -------------------------------------------------------
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -219,7 +220,7 @@ class Engine:
         """Wrap a cryptography RSA or EC private key so it signs on this engine."""
         self._check_open()
         if isinstance(key, _KeyBase):
-            key = key._key
+            key = key._key  # type: ignore[attr-defined]
         if isinstance(key, rsa.RSAPrivateKey):
             return QatRSAPrivateKey(key, self)
         if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -247,7 +248,9 @@ class Engine:
             key = serialization.load_der_private_key(data, password)
         return self.wrap_key(key)
 
-    def load_private_key_file(self, path: str | os.PathLike[str], password: bytes | None = None) -> QatRSAPrivateKey | QatECPrivateKey:
+    def load_private_key_file(
+        self, path: str | os.PathLike[str], password: bytes | None = None
+    ) -> QatRSAPrivateKey | QatECPrivateKey:
         """Load a PEM or DER private key from a file."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
@@ -278,8 +281,10 @@ class Engine:
         if self._qat is not None and self._qat.accepts(key, spec):
             fut = self._qat.new_future()
             self._qat.submit_one(key, spec, data, fut)
-            return self._wait(fut)
-        return self._software().run_sync(key._sw_signer(-1), (data, *key._sw_args(spec)))
+            result: bytes = self._wait(fut)
+            return result
+        sig: bytes = self._software().run_sync(key._sw_signer(-1), (data, *key._sw_args(spec)))
+        return sig
 
     def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
         """Queue the operations; result i goes to (target, i)."""
@@ -303,7 +308,7 @@ class Engine:
             return
         self._software().submit(key._sw_signer, key._sw_args(spec), [data], [(fut, 0)])
 
-    def _new_future(self) -> "cf.Future[Any]":
+    def _new_future(self) -> cf.Future[Any]:
         """A RUNNING future for one operation (on the device: one that drains
         completions itself while its result is awaited)."""
         if self._qat is not None:
@@ -312,7 +317,7 @@ class Engine:
         fut.set_running_or_notify_cancel()
         return fut
 
-    def _wait(self, fut: "cf.Future[Any]") -> Any:
+    def _wait(self, fut: cf.Future[Any]) -> Any:
         if self._qat is not None:
             return self._qat.wait(fut)
         return fut.result()

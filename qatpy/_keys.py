@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import _serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -36,8 +37,9 @@ def _running_loop() -> asyncio.AbstractEventLoop:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        raise RuntimeError("sign_async/sign_many_async need a running asyncio event loop; "
-                           "use sign() or sign_future() outside one") from None
+        raise RuntimeError(
+            "sign_async/sign_many_async need a running asyncio event loop; use sign() or sign_future() outside one"
+        ) from None
 
 
 def _gather(batch: BatchResult, return_exceptions: bool) -> list[Any]:
@@ -47,11 +49,11 @@ def _gather(batch: BatchResult, return_exceptions: bool) -> list[Any]:
 
 
 class _KeyBase:
-    _engine: "Engine"
+    _engine: Engine
     _handles: dict[int, Any]
 
     @property
-    def engine(self) -> "Engine":
+    def engine(self) -> Engine:
         """The engine this key signs on."""
         return self._engine
 
@@ -66,7 +68,7 @@ class _KeyBase:
         """The arguments after the data for cryptography's own sign()."""
         raise NotImplementedError
 
-    def sign_future(self, data: bytes, *args: Any) -> "cf.Future[bytes]":
+    def sign_future(self, data: bytes, *args: Any) -> cf.Future[bytes]:
         """Start a signature; a ``concurrent.futures.Future`` resolves to it.
 
         Argument errors raise here, before anything is queued.  A started
@@ -78,7 +80,7 @@ class _KeyBase:
         self._engine._submit(self, spec, [data], fut)
         return fut
 
-    def sign_async(self, data: bytes, *args: Any) -> "asyncio.Future[bytes]":
+    def sign_async(self, data: bytes, *args: Any) -> asyncio.Future[bytes]:
         """Start a signature from a running event loop; await the result.
 
         Returns an ``asyncio.Future`` (awaitable, and cheap to ``gather``).
@@ -92,7 +94,9 @@ class _KeyBase:
         self._engine._submit_async(self, spec, data, fut, loop)
         return fut
 
-    def _submit_many(self, data: Iterable[bytes], args: tuple[Any, ...], done: Any, record_times: bool = False) -> BatchResult:
+    def _submit_many(
+        self, data: Iterable[bytes], args: tuple[Any, ...], done: Any, record_times: bool = False
+    ) -> BatchResult:
         spec = self._spec(*args)
         if isinstance(data, (bytes, bytearray, memoryview, str)):
             raise TypeError("sign_many takes an iterable of messages, not a single message")
@@ -107,14 +111,16 @@ class _KeyBase:
         self._engine._submit(self, spec, items, batch)
         return batch
 
-    def sign_many_future(self, data: Iterable[bytes], *args: Any, return_exceptions: bool = False) -> "cf.Future[list[Any]]":
+    def sign_many_future(
+        self, data: Iterable[bytes], *args: Any, return_exceptions: bool = False
+    ) -> cf.Future[list[Any]]:
         """Sign a batch; the future resolves to the list of signatures, in order."""
         outer: cf.Future[list[Any]] = cf.Future()
         inner: cf.Future[BatchResult] = cf.Future()
         inner.set_running_or_notify_cancel()
         outer.set_running_or_notify_cancel()
 
-        def _done(f: "cf.Future[BatchResult]") -> None:
+        def _done(f: cf.Future[BatchResult]) -> None:
             try:
                 outer.set_result(_gather(f.result(), return_exceptions))
             except BaseException as exc:
@@ -134,7 +140,7 @@ class _KeyBase:
 class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
     """An RSA private key whose signatures run on a qatpy Engine."""
 
-    def __init__(self, key: rsa.RSAPrivateKey, engine: "Engine") -> None:
+    def __init__(self, key: rsa.RSAPrivateKey, engine: Engine) -> None:
         if not isinstance(key, rsa.RSAPrivateKey) or isinstance(key, _KeyBase):
             raise TypeError("expected a cryptography RSAPrivateKey")
         self._key = key
@@ -177,12 +183,14 @@ class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
     def public_key(self) -> rsa.RSAPublicKey:
         return self._key.public_key()
 
-    def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: Any) -> bytes:  # type: ignore[override]
+    def sign(self, data: bytes, padding: AsymmetricPadding, algorithm: Any) -> bytes:
         """Sign like cryptography's RSAPrivateKey.sign, on the engine."""
         spec = self._spec(padding, algorithm)
         return self._engine._sign_sync(self, spec, _ops.data_bytes(data))
 
-    def sign_many(self, data: Iterable[bytes], padding: AsymmetricPadding, algorithm: Any, *, return_exceptions: bool = False) -> list[Any]:
+    def sign_many(
+        self, data: Iterable[bytes], padding: AsymmetricPadding, algorithm: Any, *, return_exceptions: bool = False
+    ) -> list[Any]:
         """Sign every message in `data`; returns the signatures in order.
 
         With ``return_exceptions=True`` a failed operation leaves its
@@ -201,14 +209,19 @@ class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
         """The key's numbers, as cryptography gives them (the key is in memory)."""
         return self._key.private_numbers()
 
-    def private_bytes(self, encoding: _serialization.Encoding, format: _serialization.PrivateFormat, encryption_algorithm: _serialization.KeySerializationEncryption) -> bytes:
+    def private_bytes(
+        self,
+        encoding: _serialization.Encoding,
+        format: _serialization.PrivateFormat,
+        encryption_algorithm: _serialization.KeySerializationEncryption,
+    ) -> bytes:
         """Serialise the key, as cryptography does."""
         return self._key.private_bytes(encoding, format, encryption_algorithm)
 
-    def __copy__(self) -> "QatRSAPrivateKey":
+    def __copy__(self) -> QatRSAPrivateKey:
         return self
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "QatRSAPrivateKey":
+    def __deepcopy__(self, memo: dict[int, Any]) -> QatRSAPrivateKey:
         return self
 
     def __repr__(self) -> str:
@@ -220,7 +233,7 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
 
     SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey, engine: "Engine") -> None:
+    def __init__(self, key: ec.EllipticCurvePrivateKey, engine: Engine) -> None:
         if not isinstance(key, ec.EllipticCurvePrivateKey) or isinstance(key, _KeyBase):
             raise TypeError("expected a cryptography EllipticCurvePrivateKey")
         if key.curve.name not in self.SUPPORTED_CURVES:
@@ -268,7 +281,13 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
         spec = self._spec(signature_algorithm)
         return self._engine._sign_sync(self, spec, _ops.data_bytes(data))
 
-    def sign_many(self, data: Iterable[bytes], signature_algorithm: ec.EllipticCurveSignatureAlgorithm, *, return_exceptions: bool = False) -> list[Any]:
+    def sign_many(
+        self,
+        data: Iterable[bytes],
+        signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         """Sign every message in `data`; returns DER signatures in order."""
         done: cf.Future[BatchResult] = cf.Future()
         done.set_running_or_notify_cancel()
@@ -283,14 +302,19 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
         """The key's numbers, as cryptography gives them (the key is in memory)."""
         return self._key.private_numbers()
 
-    def private_bytes(self, encoding: _serialization.Encoding, format: _serialization.PrivateFormat, encryption_algorithm: _serialization.KeySerializationEncryption) -> bytes:
+    def private_bytes(
+        self,
+        encoding: _serialization.Encoding,
+        format: _serialization.PrivateFormat,
+        encryption_algorithm: _serialization.KeySerializationEncryption,
+    ) -> bytes:
         """Serialise the key, as cryptography does."""
         return self._key.private_bytes(encoding, format, encryption_algorithm)
 
-    def __copy__(self) -> "QatECPrivateKey":
+    def __copy__(self) -> QatECPrivateKey:
         return self
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "QatECPrivateKey":
+    def __deepcopy__(self, memo: dict[int, Any]) -> QatECPrivateKey:
         return self
 
     def __repr__(self) -> str:

@@ -43,9 +43,7 @@ def _hash_name(algorithm: object, role: str) -> str:
     if isinstance(algorithm, type) and issubclass(algorithm, hashes.HashAlgorithm):
         raise TypeError(f"{role} must be a hash instance such as hashes.SHA256(), not the class")
     if not isinstance(algorithm, hashes.HashAlgorithm):
-        raise TypeError(
-            f"{role} must be a cryptography HashAlgorithm instance, not {type(algorithm).__name__}"
-        )
+        raise TypeError(f"{role} must be a cryptography HashAlgorithm instance, not {type(algorithm).__name__}")
     if type(algorithm) not in HASH_TYPES:
         raise UnsupportedAlgorithm(
             f"{role} {algorithm.name} is not supported by qatpy; use SHA-224, SHA-256, SHA-384 or SHA-512",
@@ -85,9 +83,7 @@ class EcSpec:
 def rsa_spec(pad: object, algorithm: object, key_size: int) -> RsaSpec:
     """Check (padding, algorithm) for an RSA signature with a key of `key_size` bits."""
     if not isinstance(pad, AsymmetricPadding):
-        raise TypeError(
-            f"padding must be padding.PKCS1v15() or padding.PSS(...), not {type(pad).__name__}"
-        )
+        raise TypeError(f"padding must be padding.PKCS1v15() or padding.PSS(...), not {type(pad).__name__}")
     hash_name, prehashed = _message_hash(algorithm, "algorithm")
     hash_id, dsize = HASHES[hash_name]
     if isinstance(pad, padding.PKCS1v15):
@@ -131,9 +127,7 @@ def ec_spec(signature_algorithm: object) -> EcSpec:
                 f"EC keys sign only with ec.ECDSA(hash), not {type(signature_algorithm).__name__}",
                 _Reasons.UNSUPPORTED_PUBLIC_KEY_ALGORITHM,
             )
-        raise TypeError(
-            f"signature_algorithm must be ec.ECDSA(hash), not {type(signature_algorithm).__name__}"
-        )
+        raise TypeError(f"signature_algorithm must be ec.ECDSA(hash), not {type(signature_algorithm).__name__}")
     if getattr(signature_algorithm, "deterministic_signing", False):
         raise UnsupportedAlgorithm(
             "deterministic ECDSA (RFC 6979) is not supported by qatpy; use ec.ECDSA(hash)",
@@ -147,9 +141,7 @@ def message_digest(hash_name: str, digest_size: int, prehashed: bool, data: byte
     """The message hash: `data` itself when prehashed (length checked)."""
     if prehashed:
         if len(data) != digest_size:
-            raise ValueError(
-                f"prehashed data must be {digest_size} bytes for {hash_name}, got {len(data)}"
-            )
+            raise ValueError(f"prehashed data must be {digest_size} bytes for {hash_name}, got {len(data)}")
         return data
     return hashlib.new(hash_name, data).digest()
 

@@ -10,10 +10,10 @@ batch.  Engines (QatBackend) share the runtime by reference count.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
 import concurrent.futures as cf
+import hashlib
 import itertools
+import logging
 import os
 import threading
 import time
@@ -43,14 +43,22 @@ CURVES = {"secp256r1": 1, "secp384r1": 2, "secp521r1": 3}
 RSA_DEVICE_SIZES = (2048, 3072, 4096, 8192)
 
 _CAUSES = {
-    ERR_LIBRARY: ("library not found",
-                  "install qatlib (libqat.so.4 and libusdm.so.0) or set QATPY_LIBQAT / QATPY_LIBUSDM"),
-    ERR_NO_DEVICE: ("no QAT device",
-                    "no QAT virtual function is bound to vfio-pci; run 'python -m qatpy doctor' or see qatlib's INSTALL"),
-    ERR_START: ("start failed",
-                "check /dev/vfio permissions (the 'qat' group), RLIMIT_MEMLOCK and that qat.service runs"),
-    ERR_NO_INSTANCE: ("no asym instance",
-                      "enable the asym service (ServicesEnabled=asym or sym;asym in /etc/sysconfig/qat)"),
+    ERR_LIBRARY: (
+        "library not found",
+        "install qatlib (libqat.so.4 and libusdm.so.0) or set QATPY_LIBQAT / QATPY_LIBUSDM",
+    ),
+    ERR_NO_DEVICE: (
+        "no QAT device",
+        "no QAT virtual function is bound to vfio-pci; run 'python -m qatpy doctor' or see qatlib's INSTALL",
+    ),
+    ERR_START: (
+        "start failed",
+        "check /dev/vfio permissions (the 'qat' group), RLIMIT_MEMLOCK and that qat.service runs",
+    ),
+    ERR_NO_INSTANCE: (
+        "no asym instance",
+        "enable the asym service (ServicesEnabled=asym or sym;asym in /etc/sysconfig/qat)",
+    ),
     ERR_CAPABILITY: ("capability missing", "the instances found do not offer RSA and ECDSA"),
     ERR_INSTANCE: ("instance start failed", "see the message above; restarting qat.service may help"),
 }
@@ -68,8 +76,7 @@ def _be(n: int, length: int | None = None) -> bytes:
     return n.to_bytes(length if length is not None else max(1, (n.bit_length() + 7) // 8), "big")
 
 
-_HASHLIB = {"sha224": hashlib.sha224, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
-            "sha512": hashlib.sha512}
+_HASHLIB = {"sha224": hashlib.sha224, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
 # How long the completion thread leaves fresh completions to the threads and
 # event loops that are waiting for them before it delivers them itself.
@@ -95,7 +102,7 @@ class _Runtime:
         self.rids = itertools.count(1)
         self.per_instance: dict[int, int] = {}  # completions served, by instance index
         self.stopping = False
-        self.loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+        self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.thread: threading.Thread | None = None
         if not self.manual:
             self.thread = threading.Thread(target=self._completion_loop, name="qatpy-completions", daemon=True)
@@ -273,15 +280,15 @@ class QatBackend:
         self._submitted = 0
         self._completed = 0
         self._closed = False
-        self._keys: "weakref.WeakSet[_binding.Key]" = weakref.WeakSet()
+        self._keys: weakref.WeakSet[_binding.Key] = weakref.WeakSet()
         self._loop_batches: dict[asyncio.AbstractEventLoop, list[tuple[_KeyBase, Any, bytes, Any]]] = {}
         self._mode = poll_mode
         self._poll_delay = poll_delay
         if sim:
             qpath, upath = _binding.sim_paths()
         else:
-            qpath = libqat or os.environ.get("QATPY_LIBQAT") or None
-            upath = libusdm or os.environ.get("QATPY_LIBUSDM") or None
+            qpath = libqat or os.environ.get("QATPY_LIBQAT") or None  # type: ignore[assignment]
+            upath = libusdm or os.environ.get("QATPY_LIBUSDM") or None  # type: ignore[assignment]
         self.libraries = (qpath or "libqat.so.4", upath or "libusdm.so.0")
         try:
             _binding.native()
@@ -295,10 +302,13 @@ class QatBackend:
                     raise QatUnavailableError(*_reason(rc, msg))
                 is_sim = _binding.lib_is_sim()
                 if sim and not is_sim:
-                    raise QatUnavailableError("the simulated device is not the library loaded in this process", "start failed")
+                    raise QatUnavailableError(
+                        "the simulated device is not the library loaded in this process", "start failed"
+                    )
                 if not sim and is_sim:
                     raise QatUnavailableError(
-                        "this process already loaded qatpy's simulated device; a real libqat cannot be loaded beside it",
+                        "this process already loaded qatpy's simulated device; "
+                        "a real libqat cannot be loaded beside it",
                         "start failed",
                     )
                 if is_sim:
@@ -352,8 +362,13 @@ class QatBackend:
                 return None
             n = pn.public_numbers.n
             handle, err = dev.rsa_key(
-                _be(n), _be(pn.public_numbers.e), _be(pn.p, half), _be(pn.q, half),
-                _be(pn.dmp1, half), _be(pn.dmq1, half), _be(pn.iqmp, half),
+                _be(n),
+                _be(pn.public_numbers.e),
+                _be(pn.p, half),
+                _be(pn.q, half),
+                _be(pn.dmp1, half),
+                _be(pn.dmq1, half),
+                _be(pn.iqmp, half),
             )
         elif isinstance(key, QatECPrivateKey):
             size = (key.curve.key_size + 7) // 8
@@ -367,8 +382,9 @@ class QatBackend:
         return handle
 
     # -- operations ------------------------------------------------------------
-    def submit_async(self, key: _KeyBase, spec: Any, data: bytes, fut: "asyncio.Future[bytes]",
-                     loop: asyncio.AbstractEventLoop) -> None:
+    def submit_async(
+        self, key: _KeyBase, spec: Any, data: bytes, fut: asyncio.Future[bytes], loop: asyncio.AbstractEventLoop
+    ) -> None:
         """Queue one operation from a running loop.  Operations started in the
         same loop iteration are submitted together at the end of it (one C
         call, one GIL release), so ``gather`` over many sign_async calls costs
@@ -441,7 +457,7 @@ class QatBackend:
         hname, dsize, pre = spec.hash_name, spec.digest_size, spec.prehashed
         is_rsa = isinstance(key, QatRSAPrivateKey)
         if is_rsa and spec.pss:
-            bits = key.key_size
+            bits = key.key_size  # type: ignore[attr-defined]
             enc = RSA_RAW
             inputs = [_ops.emsa_pss_encode(md(hname, dsize, pre, d), bits, spec) for d in datas]
             ilen = (bits + 7) // 8
@@ -510,8 +526,9 @@ class QatBackend:
         self._forget(rid, left)
         self._fallbacks["overflow"] = self._fallbacks.get("overflow", 0) + left
         log.debug("qatpy: %s at capacity: %d operations overflow to software", self.name, left)
-        self._software().submit(key._sw_signer, key._sw_args(spec), datas[done:],
-                                [(target, i) for i in range(done, len(datas))])
+        self._software().submit(
+            key._sw_signer, key._sw_args(spec), datas[done:], [(target, i) for i in range(done, len(datas))]
+        )
 
     def _fallback_on(self, status: int) -> bool:
         return self._fallback != "never" and status in _FALLBACK_REASON and self._software is not None
@@ -522,8 +539,13 @@ class QatBackend:
         count = self._fallbacks.get(reason, 0) + 1
         self._fallbacks[reason] = count
         # The first of each reason is a warning; the rest are counted in stats().
-        log.log(logging.WARNING if count == 1 else logging.DEBUG,
-                "qatpy: %s: operation re-run in software (%s, %d so far)", self.name, reason, count)
+        log.log(
+            logging.WARNING if count == 1 else logging.DEBUG,
+            "qatpy: %s: operation re-run in software (%s, %d so far)",
+            self.name,
+            reason,
+            count,
+        )
         try:
             self._software().submit(key._sw_signer, key._sw_args(spec), [datas[index]], [(target, index)])
         except EngineClosedError as exc:
@@ -585,8 +607,17 @@ class QatBackend:
         }
         if rt.is_sim:
             sim: dict[str, int] = {}
-            for name in ("submitted", "inflight", "inflight_max", "retry_returned", "mem.live_allocs",
-                         "mem.live_bytes", "mem.total_allocs", "mem.key_freed_unwiped", "refused.dma"):
+            for name in (
+                "submitted",
+                "inflight",
+                "inflight_max",
+                "retry_returned",
+                "mem.live_allocs",
+                "mem.live_bytes",
+                "mem.total_allocs",
+                "mem.key_freed_unwiped",
+                "refused.dma",
+            ):
                 v = _binding.sim_get(name)
                 if v is not None:
                     sim[name] = v
@@ -614,8 +645,10 @@ class QatBackend:
                     target, remaining = entry[0], entry[1]
                     self._inflight -= remaining
                     # A batch target learns which indices are missing by count only.
-                    left += [(target, i, None, EngineClosedError("engine closed before the device answered"))
-                             for i in _unanswered(target, remaining)]
+                    left += [
+                        (target, i, None, EngineClosedError("engine closed before the device answered"))
+                        for i in _unanswered(target, remaining)
+                    ]
         deliver(left)
         for k in list(self._keys):
             k.release()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import functools
 import itertools
 import resource
 import threading
@@ -27,13 +28,29 @@ from ._engine import Engine
 from ._errors import QatpyError
 
 #: Faults that the library must absorb without the caller noticing.
-FAULT_KINDS = ("submit_retry", "submit_fail", "submit_restarting", "submit_unsupported", "cb_fail",
-               "ecdsa_mult_false", "poll_fail", "restart")
+FAULT_KINDS = (
+    "submit_retry",
+    "submit_fail",
+    "submit_restarting",
+    "submit_unsupported",
+    "cb_fail",
+    "ecdsa_mult_false",
+    "poll_fail",
+    "restart",
+)
 
 
-def run_soak(ops: int = 20_000, *, threads: int = 3, ppm: int = 20_000, batch: int = 64,
-             rsa_share: float = 0.1, seed: int = 1, extra_faults: dict[str, int] | None = None,
-             engine_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_soak(
+    ops: int = 20_000,
+    *,
+    threads: int = 3,
+    ppm: int = 20_000,
+    batch: int = 64,
+    rsa_share: float = 0.1,
+    seed: int = 1,
+    extra_faults: dict[str, int] | None = None,
+    engine_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run `ops` signatures under faults; return the report (see module doc)."""
     knobs = {f"fault.{k}.ppm": ppm for k in FAULT_KINDS}
     knobs["fault.restart.ppm"] = max(1, ppm // 200)  # resets are rare, and each lasts restart_ms
@@ -44,8 +61,15 @@ def run_soak(ops: int = 20_000, *, threads: int = 3, ppm: int = 20_000, batch: i
     ecdsa = ec.ECDSA(hashes.SHA256())
     pkcs = (padding.PKCS1v15(), hashes.SHA256())
     lock = threading.Lock()
-    report: dict[str, Any] = {"ops": 0, "ok": 0, "typed_errors": 0, "lost": 0, "duplicated": 0,
-                              "wrong_signatures": 0, "errors_seen": {}}
+    report: dict[str, Any] = {
+        "ops": 0,
+        "ok": 0,
+        "typed_errors": 0,
+        "lost": 0,
+        "duplicated": 0,
+        "wrong_signatures": 0,
+        "errors_seen": {},
+    }
     resolutions: dict[int, int] = {}
     serial = itertools.count()
     rss_mid: list[int] = []
@@ -82,8 +106,8 @@ def run_soak(ops: int = 20_000, *, threads: int = 3, ppm: int = 20_000, batch: i
                 if (n // batch) % 2:
                     futs = [qr.sign_future(m, *pkcs) if is_rsa else qe.sign_future(m, ecdsa) for m in msgs]
                     for f in futs:
-                        key = next(serial)  # id() would repeat once futures are freed
-                        f.add_done_callback(lambda _f, key=key: _resolved(key))
+                        # A serial, not id(): ids repeat once futures are freed.
+                        f.add_done_callback(functools.partial(_count_resolution, next(serial)))
                     done, not_done = cf.wait(futs, timeout=60)
                     with lock:
                         report["lost"] += len(not_done)
@@ -112,6 +136,9 @@ def run_soak(ops: int = 20_000, *, threads: int = 3, ppm: int = 20_000, batch: i
             with lock:
                 resolutions[key] = resolutions.get(key, 0) + 1
 
+        def _count_resolution(key: int, _fut: object) -> None:
+            _resolved(key)
+
         async def async_worker() -> None:
             loop = asyncio.get_running_loop()
             errors: list[Any] = []
@@ -120,7 +147,8 @@ def run_soak(ops: int = 20_000, *, threads: int = 3, ppm: int = 20_000, batch: i
             while n < per_worker:
                 msgs = [b"a%d" % (n + i) for i in range(batch)]
                 res = await asyncio.wait_for(
-                    asyncio.gather(*(qe.sign_async(m, ecdsa) for m in msgs), return_exceptions=True), 60)
+                    asyncio.gather(*(qe.sign_async(m, ecdsa) for m in msgs), return_exceptions=True), 60
+                )
                 for m, s in zip(msgs, res):
                     check(m, s, False)
                 n += batch
@@ -143,8 +171,10 @@ def run_soak(ops: int = 20_000, *, threads: int = 3, ppm: int = 20_000, batch: i
             report["duplicated"] += sum(1 for c in resolutions.values() if c != 1)
         st = eng.stats()
         report["fallbacks"] = st["fallbacks"]
-        report["faults_injected"] = {k: _binding.sim_get(f"faults.{k}") for k in FAULT_KINDS + tuple(
-            k.split(".")[1] for k in (extra_faults or {}) if k.startswith("fault."))}
+        report["faults_injected"] = {
+            k: _binding.sim_get(f"faults.{k}")
+            for k in FAULT_KINDS + tuple(k.split(".")[1] for k in (extra_faults or {}) if k.startswith("fault."))
+        }
         report["device"] = {k: st["device"][k] for k in ("submitted", "completed", "ring_retries", "ecdsa_retries")}
     totals = _qat.sim_totals()
     report["leaked_dma_allocs"] = totals["mem.live_allocs"]

@@ -18,7 +18,8 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._completion import Item, deliver
 from ._errors import EngineClosedError
@@ -31,7 +32,13 @@ class Job:
 
     __slots__ = ("signer", "extra", "datas", "targets")
 
-    def __init__(self, signer: Callable[[int], Callable[..., bytes]], extra: tuple[Any, ...], datas: list[bytes], targets: list[tuple[Any, int]]) -> None:
+    def __init__(
+        self,
+        signer: Callable[[int], Callable[..., bytes]],
+        extra: tuple[Any, ...],
+        datas: list[bytes],
+        targets: list[tuple[Any, int]],
+    ) -> None:
         self.signer = signer  # worker index -> sign function
         self.extra = extra
         self.datas = datas
@@ -58,7 +65,13 @@ class SoftwareBackend:
             t.start()
             self._workers.append(t)
 
-    def submit(self, signer: Callable[[int], Callable[..., bytes]], extra: tuple[Any, ...], datas: list[bytes], targets: list[tuple[Any, int]]) -> None:
+    def submit(
+        self,
+        signer: Callable[[int], Callable[..., bytes]],
+        extra: tuple[Any, ...],
+        datas: list[bytes],
+        targets: list[tuple[Any, int]],
+    ) -> None:
         n = len(datas)
         # Split big batches so every worker gets a share, in pieces <= CHUNK.
         piece = max(1, min(CHUNK, -(-n // self.threads)))

@@ -106,7 +106,9 @@ def threads_loop(key: Any, seconds: float, threads: int) -> Result:
     return Result(f"cryptography {threads} threads", sum(p.ops for p in parts), wall)
 
 
-def engine_loop(qkey: Any, seconds: float, inflight: int, progress: Callable[[int, float], None] | None = None) -> Result:
+def engine_loop(
+    qkey: Any, seconds: float, inflight: int, progress: Callable[[int, float], None] | None = None
+) -> Result:
     """`inflight` operations outstanding on qkey's engine, in sub-batches."""
     args = sign_args(qkey)
     sub = max(1, min(256, inflight // 4 or 1))
@@ -414,8 +416,13 @@ def openssl_speed(alg: str, seconds: float = 1.0) -> float | None:
     rate = None
     if exe is not None:
         try:
-            p = subprocess.run([exe, "speed", "-seconds", str(max(1, round(seconds))), alg],
-                               capture_output=True, text=True, timeout=60 + 4 * seconds, check=False)
+            p = subprocess.run(
+                [exe, "speed", "-seconds", str(max(1, round(seconds))), alg],
+                capture_output=True,
+                text=True,
+                timeout=60 + 4 * seconds,
+                check=False,
+            )
             rate = parse_openssl_speed(p.stdout).get(alg)
         except (OSError, subprocess.SubprocessError):
             rate = None
@@ -526,7 +533,9 @@ def machine_info() -> dict[str, Any]:
     exe = shutil.which("openssl")
     if exe is not None:
         try:
-            ossl = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+            ossl = subprocess.run(
+                [exe, "version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             pass
     from cryptography.hazmat.backends.openssl.backend import backend

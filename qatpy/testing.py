@@ -20,12 +20,23 @@ restart (see csrc/sim/README.md for every knob).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 
-FAULT_KINDS = ("submit_retry", "submit_fail", "submit_restarting", "submit_unsupported", "cb_fail",
-               "ecdsa_mult_false", "rsa_bitflip", "lost", "poll_fail", "restart")
+FAULT_KINDS = (
+    "submit_retry",
+    "submit_fail",
+    "submit_restarting",
+    "submit_unsupported",
+    "cb_fail",
+    "ecdsa_mult_false",
+    "rsa_bitflip",
+    "lost",
+    "poll_fail",
+    "restart",
+)
 
 
 def fault_knobs(faults: Mapping[str, int | Mapping[str, int]]) -> dict[str, int]:
@@ -46,8 +57,12 @@ def fault_knobs(faults: Mapping[str, int | Mapping[str, int]]) -> dict[str, int]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("qatpy")
-    group.addoption("--qatpy-backend", default="sim", choices=("sim", "software", "qat", "auto"),
-                    help="backend of the qatpy_engine fixture (default: sim)")
+    group.addoption(
+        "--qatpy-backend",
+        default="sim",
+        choices=("sim", "software", "qat", "auto"),
+        help="backend of the qatpy_engine fixture (default: sim)",
+    )
 
 
 @pytest.fixture
@@ -67,8 +82,11 @@ def qatpy_sim() -> Iterator[Callable[..., Any]]:
     made: list[Any] = []
     before = _qat.sim_totals()
 
-    def make(faults: Mapping[str, int | Mapping[str, int]] | None = None,
-             knobs: Mapping[str, int] | None = None, **engine_options: Any) -> Any:
+    def make(
+        faults: Mapping[str, int | Mapping[str, int]] | None = None,
+        knobs: Mapping[str, int] | None = None,
+        **engine_options: Any,
+    ) -> Any:
         all_knobs = dict(knobs or {})
         all_knobs.update(fault_knobs(faults or {}))
         eng = Engine("sim", sim=all_knobs, **engine_options)

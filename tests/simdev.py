@@ -326,9 +326,7 @@ def rsa_rep2(dma: Dma, priv: Any, msg: int, out_len: int | None = None) -> Op:
         dma.buf(nums.dmq1, half),
         dma.buf(nums.iqmp, half),
     ]
-    for dst, src in zip(
-        (r2.prime1P, r2.prime2Q, r2.exponent1Dp, r2.exponent2Dq, r2.coefficientQInv), bufs
-    ):
+    for dst, src in zip((r2.prime1P, r2.prime2Q, r2.exponent1Dp, r2.exponent2Dq, r2.coefficientQInv), bufs):
         set_fb(dst, src)
     op = ffi.new("CpaCyRsaDecryptOpData *")
     op.pRecipientPrivateKey = key

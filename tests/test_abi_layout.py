@@ -58,23 +58,44 @@ def test_shim_constants_match_python():
     from qatpy import _qat
 
     lib = _binding.native().lib
-    assert _qat.POLL_MODE == {"timer": lib.QATPY_POLL_TIMER, "busy": lib.QATPY_POLL_BUSY,
-                              "event": lib.QATPY_POLL_EVENT, "manual": lib.QATPY_POLL_MANUAL}
+    assert _qat.POLL_MODE == {
+        "timer": lib.QATPY_POLL_TIMER,
+        "busy": lib.QATPY_POLL_BUSY,
+        "event": lib.QATPY_POLL_EVENT,
+        "manual": lib.QATPY_POLL_MANUAL,
+    }
     pairs = {
-        "ERR_LIBRARY": "QATPY_ERR_LIBRARY", "ERR_NO_DEVICE": "QATPY_ERR_NO_DEVICE", "ERR_START": "QATPY_ERR_START",
-        "ERR_NO_INSTANCE": "QATPY_ERR_NO_INSTANCE", "ERR_CAPABILITY": "QATPY_ERR_CAPABILITY",
-        "ERR_INSTANCE": "QATPY_ERR_INSTANCE", "ST_OK": "QATPY_ST_OK", "ST_DEVICE_FAIL": "QATPY_ST_DEVICE_FAIL",
-        "ST_SUBMIT_FAIL": "QATPY_ST_SUBMIT_FAIL", "ST_CLOSED": "QATPY_ST_CLOSED",
-        "ST_VERIFY_FAIL": "QATPY_ST_VERIFY_FAIL", "ST_TIMEOUT": "QATPY_ST_TIMEOUT",
-        "SUBMIT_OK": "QATPY_SUBMIT_OK", "SUBMIT_FULL": "QATPY_SUBMIT_FULL", "SUBMIT_CLOSED": "QATPY_SUBMIT_CLOSED",
-        "SUBMIT_BADARG": "QATPY_SUBMIT_BADARG", "SUBMIT_BADKEY": "QATPY_SUBMIT_BADKEY",
-        "RSA_RAW": "QATPY_RSA_RAW", "RSA_PKCS1": "QATPY_RSA_PKCS1",
+        "ERR_LIBRARY": "QATPY_ERR_LIBRARY",
+        "ERR_NO_DEVICE": "QATPY_ERR_NO_DEVICE",
+        "ERR_START": "QATPY_ERR_START",
+        "ERR_NO_INSTANCE": "QATPY_ERR_NO_INSTANCE",
+        "ERR_CAPABILITY": "QATPY_ERR_CAPABILITY",
+        "ERR_INSTANCE": "QATPY_ERR_INSTANCE",
+        "ST_OK": "QATPY_ST_OK",
+        "ST_DEVICE_FAIL": "QATPY_ST_DEVICE_FAIL",
+        "ST_SUBMIT_FAIL": "QATPY_ST_SUBMIT_FAIL",
+        "ST_CLOSED": "QATPY_ST_CLOSED",
+        "ST_VERIFY_FAIL": "QATPY_ST_VERIFY_FAIL",
+        "ST_TIMEOUT": "QATPY_ST_TIMEOUT",
+        "SUBMIT_OK": "QATPY_SUBMIT_OK",
+        "SUBMIT_FULL": "QATPY_SUBMIT_FULL",
+        "SUBMIT_CLOSED": "QATPY_SUBMIT_CLOSED",
+        "SUBMIT_BADARG": "QATPY_SUBMIT_BADARG",
+        "SUBMIT_BADKEY": "QATPY_SUBMIT_BADKEY",
+        "RSA_RAW": "QATPY_RSA_RAW",
+        "RSA_PKCS1": "QATPY_RSA_PKCS1",
     }
     assert {p: getattr(_qat, p) for p in pairs} == {p: getattr(lib, c) for p, c in pairs.items()}
-    assert _qat.CURVES == {"secp256r1": lib.QATPY_CURVE_P256, "secp384r1": lib.QATPY_CURVE_P384,
-                           "secp521r1": lib.QATPY_CURVE_P521}
+    assert _qat.CURVES == {
+        "secp256r1": lib.QATPY_CURVE_P256,
+        "secp384r1": lib.QATPY_CURVE_P384,
+        "secp521r1": lib.QATPY_CURVE_P521,
+    }
     from qatpy import _ops
 
     assert {n: v[0] for n, v in _ops.HASHES.items()} == {
-        "sha224": lib.QATPY_HASH_SHA224, "sha256": lib.QATPY_HASH_SHA256,
-        "sha384": lib.QATPY_HASH_SHA384, "sha512": lib.QATPY_HASH_SHA512}
+        "sha224": lib.QATPY_HASH_SHA224,
+        "sha256": lib.QATPY_HASH_SHA256,
+        "sha384": lib.QATPY_HASH_SHA384,
+        "sha512": lib.QATPY_HASH_SHA512,
+    }

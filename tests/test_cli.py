@@ -14,8 +14,19 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_speed_software_table(tmp_path):
     """`speed --backend software` prints signs/s, latency and the baseline ratio for each algorithm."""
     out = tmp_path / "r.json"
-    p = run("speed", "--backend", "software", "--seconds", "0.3", "--inflight", "16", "ecdsap256", "rsa2048",
-            "--json", str(out))
+    p = run(
+        "speed",
+        "--backend",
+        "software",
+        "--seconds",
+        "0.3",
+        "--inflight",
+        "16",
+        "ecdsap256",
+        "rsa2048",
+        "--json",
+        str(out),
+    )
     assert p.returncode == 0, p.stderr
     assert "baseline/s" in p.stdout and "ecdsap256" in p.stdout and "rsa2048" in p.stdout
     rows = json.loads(out.read_text())

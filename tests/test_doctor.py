@@ -68,9 +68,14 @@ def build_tree(root: Path) -> Path:
 
 def healthy(**over: Any) -> dict[str, Any]:
     kw: dict[str, Any] = {
-        "kernel_release": "6.8.0-45-generic", "memlock": (512 * MiB, 512 * MiB), "euid": 1000,
-        "user": "alice", "groups": ["alice", "qat"], "environ": {},
-        "find_library": lambda so: f"/usr/lib64/{so}", "access": lambda path, mode: True,
+        "kernel_release": "6.8.0-45-generic",
+        "memlock": (512 * MiB, 512 * MiB),
+        "euid": 1000,
+        "user": "alice",
+        "groups": ["alice", "qat"],
+        "environ": {},
+        "find_library": lambda so: f"/usr/lib64/{so}",
+        "access": lambda path, mode: True,
         "cap_ipc_lock": False,
     }
     kw.update(over)
@@ -91,8 +96,21 @@ def test_healthy_host_is_usable(tree: Path) -> None:
     c = by_name(checks)
     assert failing(checks) == [] and _doctor.is_usable(checks)
     assert c["verdict"].status == "ok" and "usable" in c["verdict"].detail
-    assert [c[n].status for n in ("qat-devices", "vfio-pci", "/dev/vfio", "qat-group", "memlock", "qatlib",
-                                  "asym-service", "qatmgr", "kernel", "iommu")] == ["ok"] * 10
+    assert [
+        c[n].status
+        for n in (
+            "qat-devices",
+            "vfio-pci",
+            "/dev/vfio",
+            "qat-group",
+            "memlock",
+            "qatlib",
+            "asym-service",
+            "qatmgr",
+            "kernel",
+            "iommu",
+        )
+    ] == ["ok"] * 10
     assert "1 of 1 QAT VFs bound to vfio-pci" in c["vfio-pci"].detail
     assert to_json(checks)["usable"] is True
 
@@ -242,9 +260,16 @@ def test_container_detected_from_cgroup(tree: Path) -> None:
     assert "kubepods" in by_name(run_checks(tree, **healthy()))["container"].detail
 
 
-@pytest.mark.parametrize("release,status", [
-    ("5.4.0-150-generic", "fail"), ("5.15.0-100-generic", "warn"), ("6.1.100", "warn"),
-    ("6.1.149", "ok"), ("6.8.0-45-generic", "ok")])
+@pytest.mark.parametrize(
+    "release,status",
+    [
+        ("5.4.0-150-generic", "fail"),
+        ("5.15.0-100-generic", "warn"),
+        ("6.1.100", "warn"),
+        ("6.1.149", "ok"),
+        ("6.8.0-45-generic", "ok"),
+    ],
+)
 def test_kernel_versions(tree: Path, release: str, status: str) -> None:
     """< 5.11 fails, < 6.0 warns (no ServicesEnabled), 6.1.0-6.1.148 warns (qatlib 24.09/25.08 bug)."""
     assert by_name(run_checks(tree, **healthy(kernel_release=release)))["kernel"].status == status
@@ -276,8 +301,9 @@ def test_standalone_policy_and_hugepages(tree: Path) -> None:
     (tree / "run/qat/qatmgr.sock").unlink()
     write(tree / "proc/sys/vm/nr_hugepages", "1024\n")
     write(tree / "usr/lib64/pkgconfig/qatlib.pc", "Version: 25.08.0\n")
-    checks = run_checks(tree, **healthy(environ={"QAT_POLICY": "0"},
-                                        find_library=lambda so: str(tree / "usr/lib64" / so)))
+    checks = run_checks(
+        tree, **healthy(environ={"QAT_POLICY": "0"}, find_library=lambda so: str(tree / "usr/lib64" / so))
+    )
     c = by_name(checks)
     assert c["qatmgr"].status == "warn" and c["hugepages"].status == "warn"
     assert _doctor.is_usable(checks) and "qatmgr" in c["verdict"].detail
@@ -299,13 +325,20 @@ def test_cli_on_this_machine() -> None:
     if _doctor.is_usable(run_checks()):
         pytest.skip("this machine has a usable QAT set-up")
     env = {k: v for k, v in os.environ.items() if not k.startswith("QATPY_")}
-    p = subprocess.run([sys.executable, "-m", "qatpy", "doctor"], capture_output=True, text=True,
-                       timeout=60, env=env, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "qatpy", "doctor"], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
     assert p.returncode == 1, p.stdout + p.stderr
     assert "QAT is NOT usable" in p.stdout and "Steps to fix, in order:" in p.stdout
     assert "[FAIL] qat-devices" in p.stdout and "no Intel QAT device" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "qatpy", "doctor", "--json"], capture_output=True, text=True,
-                       timeout=60, env=env, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "qatpy", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     data = json.loads(p.stdout)
     assert p.returncode == 1 and data["usable"] is False and data["steps"]
 

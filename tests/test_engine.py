@@ -93,7 +93,7 @@ def test_close_with_work_in_flight(backend, ec_keys, rsa_keys):
     done, not_done = cf.wait(futs, timeout=30)
     assert not not_done
     ok = closed = 0
-    for i, f in enumerate(futs):
+    for f in futs:
         exc = f.exception()
         if exc is None:
             ok += 1
@@ -131,10 +131,12 @@ def test_stats_counts(engine, ec_keys):
 def test_load_from_pem_der_file_and_password(engine, rsa_keys, ec_keys, tmp_path):
     """Keys load from PEM, DER, encrypted PEM and files, and sign correctly."""
     raw = rsa_keys[2048]
-    pem = raw.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.BestAvailableEncryption(b"pw"))
-    der = ec_keys["secp256r1"].private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption())
+    pem = raw.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    )
+    der = ec_keys["secp256r1"].private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     k1 = engine.load_private_key(pem, b"pw")
     assert k1.sign(b"m", padding.PKCS1v15(), hashes.SHA256()) == raw.sign(b"m", padding.PKCS1v15(), hashes.SHA256())
     k2 = engine.load_private_key(der)
@@ -152,8 +154,9 @@ def test_load_from_pem_der_file_and_password(engine, rsa_keys, ec_keys, tmp_path
 def test_module_level_loaders_use_default_engine(clean_env, monkeypatch, ec_keys):
     """qatpy.load_pem_private_key works without an engine, on the shared default engine."""
     monkeypatch.setenv("QATPY_BACKEND", "software")
-    pem = ec_keys["secp256r1"].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption())
+    pem = ec_keys["secp256r1"].private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     key = qatpy.load_pem_private_key(pem)
     assert key.engine is qatpy.default_engine()
     ec_keys["secp256r1"].public_key().verify(key.sign(b"d", ECDSA), b"d", ECDSA)

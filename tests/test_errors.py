@@ -28,10 +28,12 @@ def _queued(eng) -> int:
         ((b"x", PKCS, hashes.SHA1()), UnsupportedAlgorithm, "sha1"),
         ((b"x", PKCS, hashes.MD5()), UnsupportedAlgorithm, "md5"),
         ((b"x", PKCS, hashes.SHA3_256()), UnsupportedAlgorithm, "sha3-256"),
-        ((b"x", padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None), hashes.SHA256()),
-         UnsupportedAlgorithm, "OAEP"),
-        ((b"x", padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO), hashes.SHA256()),
-         ValueError, "AUTO"),
+        (
+            (b"x", padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None), hashes.SHA256()),
+            UnsupportedAlgorithm,
+            "OAEP",
+        ),
+        ((b"x", padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.AUTO), hashes.SHA256()), ValueError, "AUTO"),
         ((b"x", padding.PSS(padding.MGF1(hashes.SHA256()), 10_000), hashes.SHA256()), ValueError, "too long"),
         ((b"x", padding.PSS(padding.MGF1(hashes.SHA1()), 20), hashes.SHA256()), UnsupportedAlgorithm, "MGF1"),
         ((b"short", PKCS, utils.Prehashed(hashes.SHA256())), ValueError, "32 bytes"),
@@ -69,7 +71,9 @@ def test_bytes_like_inputs_accepted(engine, ec_keys):
     """bytearray and memoryview messages sign like bytes."""
     key = engine.wrap_key(ec_keys["secp256r1"])
     for data in (bytearray(b"abc"), memoryview(b"abc")):
-        ec_keys["secp256r1"].public_key().verify(key.sign(data, ec.ECDSA(hashes.SHA256())), b"abc", ec.ECDSA(hashes.SHA256()))
+        ec_keys["secp256r1"].public_key().verify(
+            key.sign(data, ec.ECDSA(hashes.SHA256())), b"abc", ec.ECDSA(hashes.SHA256())
+        )
 
 
 def test_sign_many_bad_batch(engine, ec_keys):
@@ -109,8 +113,12 @@ def test_closed_engine(backend, ec_keys):
     key = eng.wrap_key(ec_keys["secp256r1"])
     eng.close()
     alg = ec.ECDSA(hashes.SHA256())
-    for call in (lambda: key.sign(b"x", alg), lambda: key.sign_future(b"x", alg),
-                 lambda: key.sign_many([b"x"], alg), lambda: eng.wrap_key(ec_keys["secp256r1"])):
+    for call in (
+        lambda: key.sign(b"x", alg),
+        lambda: key.sign_future(b"x", alg),
+        lambda: key.sign_many([b"x"], alg),
+        lambda: eng.wrap_key(ec_keys["secp256r1"]),
+    ):
         with pytest.raises(qatpy.EngineClosedError, match="closed"):
             call()
 

@@ -109,8 +109,7 @@ def test_instance_restart_falls_back(ec_keys):
 def test_overflow_policy_sends_excess_to_software(ec_keys):
     """With fallback='on_error_or_overflow' and few request slots, the excess is signed in software."""
     raw = ec_keys["secp256r1"]
-    with qatpy.Engine("sim", fallback="on_error_or_overflow", max_requests=8,
-                      sim={"latency_ns": 1_000_000}) as eng:
+    with qatpy.Engine("sim", fallback="on_error_or_overflow", max_requests=8, sim={"latency_ns": 1_000_000}) as eng:
         key = eng.wrap_key(raw)
         msgs = [b"o%d" % i for i in range(200)]
         _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))

@@ -14,14 +14,31 @@ import qatpy
 TYPED = (TypeError, ValueError, UnsupportedAlgorithm, qatpy.QatpyError)
 
 junk = st.one_of(
-    st.none(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20), st.binary(max_size=80),
-    st.lists(st.integers(), max_size=3), st.builds(object),
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.binary(max_size=80),
+    st.lists(st.integers(), max_size=3),
+    st.builds(object),
 )
-hash_objs = st.sampled_from([hashes.SHA1(), hashes.SHA224(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512(),
-                             hashes.MD5(), hashes.SHA3_256(), hashes.BLAKE2b(64), hashes.SHA256])
+hash_objs = st.sampled_from(
+    [
+        hashes.SHA1(),
+        hashes.SHA224(),
+        hashes.SHA256(),
+        hashes.SHA384(),
+        hashes.SHA512(),
+        hashes.MD5(),
+        hashes.SHA3_256(),
+        hashes.BLAKE2b(64),
+        hashes.SHA256,
+    ]
+)
 any_hash = st.one_of(hash_objs, hash_objs.filter(lambda h: not isinstance(h, type)).map(utils.Prehashed), junk)
-salts = st.one_of(st.integers(0, 600), st.sampled_from([padding.PSS.MAX_LENGTH, padding.PSS.DIGEST_LENGTH,
-                                                         padding.PSS.AUTO]))
+salts = st.one_of(
+    st.integers(0, 600), st.sampled_from([padding.PSS.MAX_LENGTH, padding.PSS.DIGEST_LENGTH, padding.PSS.AUTO])
+)
 hash_instances = hash_objs.filter(lambda h: not isinstance(h, type))
 paddings = st.one_of(
     st.just(padding.PKCS1v15()),
@@ -29,8 +46,12 @@ paddings = st.one_of(
     st.just(padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)),
     junk,
 )
-messages = st.one_of(st.binary(max_size=200), st.builds(bytearray, st.binary(max_size=64)),
-                     st.builds(memoryview, st.binary(max_size=64)), junk)
+messages = st.one_of(
+    st.binary(max_size=200),
+    st.builds(bytearray, st.binary(max_size=64)),
+    st.builds(memoryview, st.binary(max_size=64)),
+    junk,
+)
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -58,8 +79,11 @@ def test_rsa_sign_fuzz(fuzz_engine, rsa_keys, data, pad, alg):
 
 
 @FUZZ
-@given(data=messages, alg=st.one_of(any_hash.map(ec.ECDSA), junk, st.just(ec.ECDH())),
-       curve=st.sampled_from(["secp256r1", "secp384r1", "secp521r1"]))
+@given(
+    data=messages,
+    alg=st.one_of(any_hash.map(ec.ECDSA), junk, st.just(ec.ECDH())),
+    curve=st.sampled_from(["secp256r1", "secp384r1", "secp521r1"]),
+)
 def test_ec_sign_fuzz(fuzz_engine, ec_keys, data, alg, curve):
     """ECDSA sign with arbitrary arguments either verifies or raises a typed error."""
     raw = ec_keys[curve]
@@ -95,11 +119,26 @@ def test_load_key_fuzz(fuzz_engine, key_data, password):
 
 
 @settings(max_examples=100, deadline=None)
-@given(kwargs=st.dictionaries(
-    st.sampled_from(["backend", "poll_delay", "poll_mode", "threads", "instances", "max_inflight",
-                     "max_requests", "fallback", "sim", "libqat"]),
-    st.one_of(junk, st.sampled_from(["software", "auto", "timer", "event", "never", 0, -1, 1e9, float("inf")])),
-    max_size=3))
+@given(
+    kwargs=st.dictionaries(
+        st.sampled_from(
+            [
+                "backend",
+                "poll_delay",
+                "poll_mode",
+                "threads",
+                "instances",
+                "max_inflight",
+                "max_requests",
+                "fallback",
+                "sim",
+                "libqat",
+            ]
+        ),
+        st.one_of(junk, st.sampled_from(["software", "auto", "timer", "event", "never", 0, -1, 1e9, float("inf")])),
+        max_size=3,
+    )
+)
 def test_engine_options_fuzz(kwargs):
     """Arbitrary engine options construct a working engine or raise a typed error."""
     kwargs.setdefault("backend", "software")

@@ -96,9 +96,7 @@ def ec_digest(curve: str, msg: bytes) -> bytes:
 
 
 def ec_check(key: ec.EllipticCurvePrivateKey, curve: str, digest: bytes, r: int, s: int) -> None:
-    key.public_key().verify(
-        utils.encode_dss_signature(r, s), digest, ec.ECDSA(utils.Prehashed(EC_CURVES[curve][1]))
-    )
+    key.public_key().verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(utils.Prehashed(EC_CURVES[curve][1])))
 
 
 def sign_op(dev: sd.Device, curve: str = "P-256", msg: bytes = b"hello", **kw):
@@ -106,9 +104,7 @@ def sign_op(dev: sd.Device, curve: str = "P-256", msg: bytes = b"hello", **kw):
     n = int(sd.CURVES[curve]["n"], 16)
     k = kw.pop("k", secrets.randbelow(n - 1) + 1)
     digest = ec_digest(curve, msg)
-    op = sd.ecdsa_sign(
-        dev.dma, curve, key.private_numbers().private_value, k, kw.pop("m", digest), **kw
-    )
+    op = sd.ecdsa_sign(dev.dma, curve, key.private_numbers().private_value, k, kw.pop("m", digest), **kw)
     return key, digest, op
 
 
@@ -398,23 +394,15 @@ def test_rsa_public_op_roundtrip(rsa_keys):
     with sd.device() as dev:
         sig = rsa_sign_on_device(dev, key, b"pub")
         op = sd.rsa_pub(dev.dma, key.public_key(), b2i(sig))
-        assert (
-            dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), op.opdata, op.outs[0]) == SUCCESS
-        )
+        assert dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), op.opdata, op.outs[0]) == SUCCESS
         dev.poll_until(2)
         assert b2i(sd.fb_bytes(op.outs[0])) == emsa_pkcs1_sha256(b"pub", 256)
         n = key.public_key().public_numbers().n
         bad = sd.rsa_pub(dev.dma, key.public_key(), n)
-        assert (
-            dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), bad.opdata, bad.outs[0])
-            == INVALID_PARAM
-        )
+        assert dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), bad.opdata, bad.outs[0]) == INVALID_PARAM
         even_e = sd.rsa_pub(dev.dma, key.public_key(), 5)
         ffi.memmove(even_e.keep[2].pData, b"\x01\x00\x00", 3)
-        assert (
-            dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), even_e.opdata, even_e.outs[0])
-            == INVALID_PARAM
-        )
+        assert dev.qat.cpaCyRsaEncrypt(dev.h, dev.rsa_cb, sd.tag(9), even_e.opdata, even_e.outs[0]) == INVALID_PARAM
         assert refused("rsa_key") == 1
 
 
@@ -445,9 +433,7 @@ def _rep2_op(dma: sd.Dma, nums, c: int, half: int, out_len: int | None = None) -
     key.version, key.privateKeyRepType = 1, 2
     bufs = [dma.buf(x, half) for x in nums]
     r2 = key.privateKeyRep2
-    for dst, src in zip(
-        (r2.prime1P, r2.prime2Q, r2.exponent1Dp, r2.exponent2Dq, r2.coefficientQInv), bufs
-    ):
+    for dst, src in zip((r2.prime1P, r2.prime2Q, r2.exponent1Dp, r2.exponent2Dq, r2.coefficientQInv), bufs):
         sd.set_fb(dst, src)
     op = ffi.new("CpaCyRsaDecryptOpData *")
     op.pRecipientPrivateKey = key
@@ -657,18 +643,13 @@ def test_ecdsa_verify(curve):
     """cpaCyEcdsaVerify says TRUE for a cryptography signature and FALSE for a tampered one."""
     key = ec_key(curve)
     digest = ec_digest(curve, b"v")
-    r, s = utils.decode_dss_signature(
-        key.sign(digest, ec.ECDSA(utils.Prehashed(EC_CURVES[curve][1])))
-    )
+    r, s = utils.decode_dss_signature(key.sign(digest, ec.ECDSA(utils.Prehashed(EC_CURVES[curve][1]))))
     pub = key.public_key().public_numbers()
     with sd.device() as dev:
         ok = sd.ecdsa_verify(dev.dma, curve, (pub.x, pub.y), digest, r, s)
         bad = sd.ecdsa_verify(dev.dma, curve, (pub.x, pub.y), digest, r, s ^ 1)
         for i, op in enumerate((ok, bad)):
-            assert (
-                dev.qat.cpaCyEcdsaVerify(dev.h, dev.verify_cb, sd.tag(i), op.opdata, op.status)
-                == SUCCESS
-            )
+            assert dev.qat.cpaCyEcdsaVerify(dev.h, dev.verify_cb, sd.tag(i), op.opdata, op.status) == SUCCESS
         dev.poll_until(2)
         flags = {c.tag: (c.status, c.flag) for c in dev.done}
         assert flags == {0: (SUCCESS, 1), 1: (SUCCESS, 0)}
@@ -709,9 +690,7 @@ def test_ecdsa_sign_status_required_even_async():
     """pSignStatus NULL is INVALID_PARAM on the async path too."""
     with sd.device() as dev:
         _, _, op = sign_op(dev)
-        st = dev.qat.cpaCyEcdsaSignRS(
-            dev.h, dev.sign_cb, sd.tag(0), op.opdata, ffi.NULL, op.outs[0], op.outs[1]
-        )
+        st = dev.qat.cpaCyEcdsaSignRS(dev.h, dev.sign_cb, sd.tag(0), op.opdata, ffi.NULL, op.outs[0], op.outs[1])
         assert st == INVALID_PARAM and refused("null_param") == 1
         assert sd.submit_sign(dev, op) == SUCCESS
         dev.poll_until(1)
@@ -799,9 +778,7 @@ def test_ring_depth_retry_queues_nothing(rsa_keys):
             accepted += 1
         assert accepted == 7
         assert sim_get("retry_returned") == 1 and sim_get("ring_full") == 1
-        assert (
-            sim_get("submitted") == 7 and sim_get("inflight") == 7 and sim_get("inflight_max") == 7
-        )
+        assert sim_get("submitted") == 7 and sim_get("inflight") == 7 and sim_get("inflight_max") == 7
         dev.poll_until(7)
         time.sleep(0.05)
         assert dev.poll() == RETRY and len(dev.done) == 7
@@ -825,9 +802,7 @@ def test_sync_mode_blocks_until_another_thread_polls(rsa_keys):
     msg = emsa_pkcs1_sha256(b"sync", 256)
     with sd.device() as dev:
         op = sd.rsa_rep2(dev.dma, key, msg)
-        t, res = sd.run_in_thread(
-            lambda: dev.qat.cpaCyRsaDecrypt(dev.h, ffi.NULL, ffi.NULL, op.opdata, op.outs[0])
-        )
+        t, res = sd.run_in_thread(lambda: dev.qat.cpaCyRsaDecrypt(dev.h, ffi.NULL, ffi.NULL, op.opdata, op.outs[0]))
         time.sleep(0.2)
         assert t.is_alive() and res == []
         deadline = time.monotonic() + 5
@@ -836,9 +811,7 @@ def test_sync_mode_blocks_until_another_thread_polls(rsa_keys):
             assert time.monotonic() < deadline
             time.sleep(0.001)
         assert res == [SUCCESS]
-        key.public_key().verify(
-            sd.fb_bytes(op.outs[0]), b"sync", padding.PKCS1v15(), hashes.SHA256()
-        )
+        key.public_key().verify(sd.fb_bytes(op.outs[0]), b"sync", padding.PKCS1v15(), hashes.SHA256())
         _, _digest, sop = sign_op(dev)
         t, res = sd.run_in_thread(
             lambda: dev.qat.cpaCyEcdsaSignRS(
@@ -1174,9 +1147,7 @@ def test_knobs_from_environment():
         "sd.load()[0].qatpy_sim_reset(); print(sd.sim_get('ring_depth'))\n"
     )
     env = dict(os.environ, QATPY_SIM_RING_DEPTH="9", QATPY_SIM_FAULT_CB_FAIL_NEXT="3")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["9", "3", "9"]
 
 

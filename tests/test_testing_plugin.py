@@ -8,7 +8,7 @@ from qatpy.testing import fault_knobs
 
 pytest_plugins = ["pytester"]
 
-USER_TESTS = '''
+USER_TESTS = """
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 import qatpy
@@ -35,7 +35,7 @@ def test_faults_surface_with_never(qatpy_sim):
     raw = ec.generate_private_key(ec.SECP256R1())
     out = my_signing_service(eng.wrap_key(raw), [b"a", b"b"])
     assert sum(isinstance(x, qatpy.DeviceError) for x in out) == 1
-'''
+"""
 
 
 def test_plugin_fixtures_in_a_user_suite(pytester: pytest.Pytester):

@@ -104,9 +104,23 @@ def serve(engine: qatpy.Engine, pkis: dict[str, Any]) -> Iterator[Any]:
 
 def s_client(port: int, ca: Path, version_flag: str) -> str:
     p = subprocess.run(
-        [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", version_flag, "-CAfile", str(ca),
-         "-verify_return_error", "-verify_ip", "127.0.0.1", "-ign_eof"],
-        input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True, timeout=20, check=False,
+        [
+            OPENSSL,
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            version_flag,
+            "-CAfile",
+            str(ca),
+            "-verify_return_error",
+            "-verify_ip",
+            "127.0.0.1",
+            "-ign_eof",
+        ],
+        input=b"GET / HTTP/1.0\r\n\r\n",
+        capture_output=True,
+        timeout=20,
+        check=False,
     )
     out = p.stdout.decode(errors="replace")
     assert p.returncode == 0, out + p.stderr.decode(errors="replace")
@@ -123,7 +137,9 @@ PY_VERSIONS = {"TLSv1.3": (ssl.TLSVersion.TLSv1_3, (3, 4)), "TLSv1.2": (ssl.TLSV
 @pytest.mark.parametrize("version_flag", list(OPENSSL_VERSIONS))
 @pytest.mark.parametrize("key_type", KEYS)
 @pytest.mark.parametrize("mode", MODES)
-def test_openssl_s_client_handshake(serve: Any, engine: qatpy.Engine, mode: str, key_type: str, version_flag: str) -> None:
+def test_openssl_s_client_handshake(
+    serve: Any, engine: qatpy.Engine, mode: str, key_type: str, version_flag: str
+) -> None:
     """openssl s_client completes a verified handshake and gets the reply; the signature ran on the engine."""
     before = engine_signatures(engine)
     running, pki = serve(key_type, mode)
@@ -142,7 +158,9 @@ def test_openssl_s_client_handshake(serve: Any, engine: qatpy.Engine, mode: str,
 @pytest.mark.parametrize("tls_version", list(PY_VERSIONS))
 @pytest.mark.parametrize("key_type", KEYS)
 @pytest.mark.parametrize("mode", MODES)
-def test_python_ssl_client_handshake(serve: Any, engine: qatpy.Engine, mode: str, key_type: str, tls_version: str) -> None:
+def test_python_ssl_client_handshake(
+    serve: Any, engine: qatpy.Engine, mode: str, key_type: str, tls_version: str
+) -> None:
     """Python's ssl client (create_default_context with the CA) verifies the server and gets the reply via the engine."""
     before = engine_signatures(engine)
     running, pki = serve(key_type, mode)
@@ -187,9 +205,24 @@ def test_example_serve_mode_subprocess(pkis: dict[str, Any], backend: str) -> No
     env = dict(os.environ, QATPY_BACKEND=backend)
     pki = pkis["rsa"]
     p = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--serve", "--asyncio", "--cert", str(pki.cert), "--keyfile", str(pki.key),
-         "--max-connections", "1", "--timeout", str(SERVER_TIMEOUT)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--serve",
+            "--asyncio",
+            "--cert",
+            str(pki.cert),
+            "--keyfile",
+            str(pki.key),
+            "--max-connections",
+            "1",
+            "--timeout",
+            str(SERVER_TIMEOUT),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert p.stdout is not None
@@ -208,7 +241,9 @@ def test_example_serve_mode_subprocess(pkis: dict[str, Any], backend: str) -> No
 
 # -- the adapters ------------------------------------------------------------------
 @pytest.mark.parametrize("hash_name", ["sha224", "sha256", "sha384", "sha512"])
-def test_rsa_adapter_signs_prehashed_on_engine(engine: qatpy.Engine, rsa_keys: dict[int, rsa.RSAPrivateKey], hash_name: str) -> None:
+def test_rsa_adapter_signs_prehashed_on_engine(
+    engine: qatpy.Engine, rsa_keys: dict[int, rsa.RSAPrivateKey], hash_name: str
+) -> None:
     """PKCS#1 v1.5 and PSS over a tlslite digest go to the qatpy key and verify with cryptography."""
     key = load_tlslite_key(engine.wrap_key(rsa_keys[2048]))
     assert isinstance(key, QatTlsliteRSAKey) and len(key) == 2048 and key.hasPrivateKey()
@@ -225,7 +260,9 @@ def test_rsa_adapter_signs_prehashed_on_engine(engine: qatpy.Engine, rsa_keys: d
     assert engine_signatures(engine) - before == 2
 
 
-def test_rsa_adapter_falls_back_for_what_qatpy_cannot_express(engine: qatpy.Engine, rsa_keys: dict[int, rsa.RSAPrivateKey]) -> None:
+def test_rsa_adapter_falls_back_for_what_qatpy_cannot_express(
+    engine: qatpy.Engine, rsa_keys: dict[int, rsa.RSAPrivateKey]
+) -> None:
     """TLS 1.0's MD5+SHA-1 blob and SHA-1 take tlslite's encoding and a software raw op, still valid."""
     key = load_tlslite_key(engine.wrap_key(rsa_keys[2048]))
     pub = rsa_keys[2048].public_key()
@@ -239,7 +276,9 @@ def test_rsa_adapter_falls_back_for_what_qatpy_cannot_express(engine: qatpy.Engi
 
 
 @pytest.mark.parametrize("curve", ["secp256r1", "secp384r1", "secp521r1"])
-def test_ecdsa_adapter_handles_truncated_and_short_digests(engine: qatpy.Engine, ec_keys: dict[str, ec.EllipticCurvePrivateKey], curve: str) -> None:
+def test_ecdsa_adapter_handles_truncated_and_short_digests(
+    engine: qatpy.Engine, ec_keys: dict[str, ec.EllipticCurvePrivateKey], curve: str
+) -> None:
     """Every digest tlslite may pass (full, truncated to the curve size as in TLS 1.2, SHA-1) signs to a valid ECDSA signature of the full hash."""
     key = load_tlslite_key(engine.wrap_key(ec_keys[curve]))
     assert isinstance(key, QatTlsliteECDSAKey)

@@ -68,8 +68,7 @@ try:
         from tlslite.x509certchain import X509CertChain
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
-        "qatpy.integrations.tlslite needs tlslite-ng, which is not installed: "
-        "pip install tlslite-ng"
+        "qatpy.integrations.tlslite needs tlslite-ng, which is not installed: pip install tlslite-ng"
     ) from exc
 
 __all__ = [
@@ -167,7 +166,9 @@ class QatTlsliteRSAKey(RSAKey):  # type: ignore[misc]
     def write(self, password: Any = None) -> str:
         raise NotImplementedError("serialise the qatpy key with its private_bytes(), not through tlslite")
 
-    def _qatpy_args(self, data: bytes, pad: str, hash_alg: str | None, salt_len: int | None) -> tuple[_padding.AsymmetricPadding, Prehashed] | None:
+    def _qatpy_args(
+        self, data: bytes, pad: str, hash_alg: str | None, salt_len: int | None
+    ) -> tuple[_padding.AsymmetricPadding, Prehashed] | None:
         """(padding, Prehashed) for the qatpy key, or None when qatpy cannot express the request."""
         cls = _HASHES.get(hash_alg.lower()) if hash_alg is not None else None
         if cls is None:
@@ -183,7 +184,9 @@ class QatTlsliteRSAKey(RSAKey):  # type: ignore[misc]
             return _padding.PSS(mgf=_padding.MGF1(h), salt_length=salt), Prehashed(h)
         return None
 
-    def sign(self, data: Any, padding: str = "pkcs1", hashAlg: str | None = None, saltLen: int | None = None) -> bytearray:
+    def sign(
+        self, data: Any, padding: str = "pkcs1", hashAlg: str | None = None, saltLen: int | None = None
+    ) -> bytearray:
         """Sign a digest computed by tlslite; see the module docstring for the routing."""
         digest = bytes(data)
         args = self._qatpy_args(digest, str(padding).lower(), hashAlg, saltLen)
@@ -305,9 +308,7 @@ def load_tlslite_key(key: QatRSAPrivateKey | QatECPrivateKey) -> TlsliteKey:
     if isinstance(key, QatECPrivateKey):
         return QatTlsliteECDSAKey(key)
     if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        raise TypeError(
-            "expected a qatpy key; wrap the cryptography key first: engine.wrap_key(key)"
-        )
+        raise TypeError("expected a qatpy key; wrap the cryptography key first: engine.wrap_key(key)")
     raise TypeError(f"expected a qatpy QatRSAPrivateKey or QatECPrivateKey, not {type(key).__name__}")
 
 
