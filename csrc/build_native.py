@@ -26,13 +26,19 @@ ffibuilder.cdef(_read(os.path.join(SHIM, "qatpy_shim.h")))
 
 # Our own C is compiled with strict warnings; cffi's generated wrapper is
 # compiled in the same unit, so only flags it is clean under are used.
+# QATPY_SANITIZE=address,undefined builds the extension (and, in setup.py,
+# the simulated device) with those sanitizers: see README, Development.
+_SAN = os.environ.get("QATPY_SANITIZE", "").strip()
+SANITIZE_FLAGS = [f"-fsanitize={_SAN}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"] if _SAN else []
+
 ffibuilder.set_source(
     "qatpy._native",
     '#include "qat_abi.h"\n#include "qatpy_shim.h"\n',
     sources=sorted(os.path.relpath(p) for p in glob.glob(os.path.join(SHIM, "*.c"))),
     include_dirs=[CSRC, SHIM],
     libraries=["dl", "pthread"],
-    extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-pthread", "-O2"],
+    extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-pthread", "-O2", *SANITIZE_FLAGS],
+    extra_link_args=SANITIZE_FLAGS,
 )
 
 if __name__ == "__main__":

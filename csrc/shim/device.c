@@ -34,6 +34,9 @@
 #define MAX_REQUESTS (1u << 22)
 #define MAX_POLL_DELAY_NS 1000000000ULL
 #define EVENT_WAIT_MS 10
+/* An instance whose only in-flight requests are timed-out zombies is polled
+ * this often (a timed park), to notice a late answer without spinning. */
+#define ZOMBIE_POLL_NS 1000000ULL
 #define MAX_DEADLINE_NS (3600ULL * 1000000000ULL)
 
 void qps_errf(char *err, size_t errlen, const char *fmt, ...)
@@ -73,7 +76,7 @@ void qps_dma_free(struct qatpy_device *dev, void *p, size_t wipe_len)
     atomic_fetch_sub(&dev->st.dma_live, 1);
 }
 
-static uint64_t now_ns(void)
+uint64_t qps_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -106,10 +109,12 @@ static const char *status_name(CpaStatus st)
 
 /* ---- parking ------------------------------------------------------------ */
 
+/* Zombies (timed out, still on the device) are not work: they get a slow
+ * probe poll from park() instead. */
 static bool inst_has_work(struct qps_inst *inst)
 {
-    return atomic_load(&inst->inflight) > 0 || atomic_load(&inst->redo_count) > 0 ||
-           atomic_load(&inst->dev->pend_count) > 0;
+    return atomic_load(&inst->inflight) > atomic_load(&inst->zombies) ||
+           atomic_load(&inst->redo_count) > 0 || atomic_load(&inst->dev->pend_count) > 0;
 }
 
 /* Lost-wakeup argument: the poller stores parked=1 and then re-reads the
@@ -132,16 +137,45 @@ void qps_wake_all(struct qatpy_device *dev)
         qps_wake_inst(&dev->inst[i]);
 }
 
-static void park(struct qps_inst *inst)
+/* Returns true when it woke only to probe zombies: poll once, then park again. */
+static bool park(struct qps_inst *inst)
 {
     struct qatpy_device *dev = inst->dev;
+    bool probe = false;
     pthread_mutex_lock(&inst->park_lock);
     atomic_store(&inst->parked, 1);
     while (!atomic_load(&dev->stop_threads) &&
-           (atomic_load(&dev->poll_mode) == QATPY_POLL_MANUAL || !inst_has_work(inst)))
-        pthread_cond_wait(&inst->park_cond, &inst->park_lock);
+           (atomic_load(&dev->poll_mode) == QATPY_POLL_MANUAL || !inst_has_work(inst))) {
+        if (atomic_load(&dev->poll_mode) != QATPY_POLL_MANUAL && atomic_load(&inst->zombies)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + ZOMBIE_POLL_NS;
+            ts.tv_sec += (time_t)(ns / 1000000000ULL);
+            ts.tv_nsec = (long)(ns % 1000000000ULL);
+            if (pthread_cond_timedwait(&inst->park_cond, &inst->park_lock, &ts) == ETIMEDOUT) {
+                probe = true;
+                break;
+            }
+        } else {
+            pthread_cond_wait(&inst->park_cond, &inst->park_lock);
+        }
+    }
     atomic_store(&inst->parked, 0);
     pthread_mutex_unlock(&inst->park_lock);
+    return probe;
+}
+
+/* Milliseconds until the instance's earliest deadline, capped at `cap`. */
+static int ms_to_deadline(struct qps_inst *inst, int cap)
+{
+    uint64_t due = atomic_load_explicit(&inst->next_deadline, memory_order_relaxed);
+    if (due == UINT64_MAX)
+        return cap;
+    uint64_t now = qps_now_ns();
+    if (due <= now)
+        return 0;
+    uint64_t ms = (due - now + 999999) / 1000000;
+    return ms < (uint64_t)cap ? (int)ms : cap;
 }
 
 static void *poll_main(void *arg)
@@ -155,13 +189,14 @@ static void *poll_main(void *arg)
     while (!atomic_load(&dev->stop_threads)) {
         int mode = atomic_load(&dev->poll_mode);
         if (mode == QATPY_POLL_MANUAL || !inst_has_work(inst)) {
-            park(inst);
-            continue;
+            if (!park(inst))
+                continue;
+            mode = QATPY_POLL_TIMER; /* zombie probe: one poll, no event wait */
         }
         if (mode == QATPY_POLL_EVENT && inst->event_fd >= 0) {
-            /* Bounded wait so stop_threads and mode changes are noticed. */
+            /* Bounded wait so stop_threads, mode changes and deadlines are noticed. */
             struct pollfd pfd = {.fd = inst->event_fd, .events = POLLIN};
-            poll(&pfd, 1, EVENT_WAIT_MS);
+            poll(&pfd, 1, ms_to_deadline(inst, EVENT_WAIT_MS));
         }
         int got = qps_poll_instance(inst);
         int disp = qps_dispatch_pending(dev);
@@ -231,6 +266,7 @@ static void notify_cb(const CpaInstanceHandle h, void *tag, const CpaInstanceEve
     case CPA_INSTANCE_EVENT_RESTARTED:
         if (!atomic_load(&inst->fatal))
             atomic_store(&inst->healthy, 1);
+        atomic_store(&inst->timed_out, 0); /* a fresh start: rejoin */
         break;
     case CPA_INSTANCE_EVENT_FATAL_ERROR:
         atomic_store(&inst->fatal, 1);
@@ -561,9 +597,14 @@ static int dev_start(struct qatpy_device *dev, const qatpy_config *cfg, char *er
         inst->node = NUMA_ANY_NODE;
         inst->event_fd = -1;
         atomic_init(&inst->healthy, 1);
+        atomic_init(&inst->next_deadline, UINT64_MAX);
         pthread_mutex_init(&inst->lock, NULL);
         pthread_mutex_init(&inst->park_lock, NULL);
-        pthread_cond_init(&inst->park_cond, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&inst->park_cond, &ca);
+        pthread_condattr_destroy(&ca);
         inst->locks_init = true;
     }
     free(handles);
@@ -723,7 +764,10 @@ int qatpy_device_open(const qatpy_config *cfg, qatpy_device **out, char *err, si
 
 static bool dev_idle(struct qatpy_device *dev)
 {
-    if (atomic_load(&dev->inflight_total) || atomic_load(&dev->pend_count))
+    /* Zombies wait for an answer that may never come: stopping the instance
+     * is what releases them, so they do not hold up shutdown. */
+    if (atomic_load(&dev->inflight_total) > atomic_load(&dev->zombies_total) ||
+        atomic_load(&dev->pend_count))
         return false;
     for (uint32_t i = 0; i < dev->ninst; i++)
         if (atomic_load(&dev->inst[i].redo_count))
@@ -747,8 +791,8 @@ void qatpy_device_shutdown(qatpy_device *dev, int64_t timeout_ns)
 
     /* 2. Grace period: keep polling (threads, or here in MANUAL mode) until
      *    nothing is in flight or queued, or the timeout passes. */
-    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : now_ns() + (uint64_t)timeout_ns;
-    while (!dev_idle(dev) && now_ns() < deadline) {
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : qps_now_ns() + (uint64_t)timeout_ns;
+    while (!dev_idle(dev) && qps_now_ns() < deadline) {
         if (!dev->threads_started || atomic_load(&dev->poll_mode) == QATPY_POLL_MANUAL) {
             int got = 0;
             for (uint32_t i = 0; i < dev->ninst; i++)
@@ -777,7 +821,21 @@ void qatpy_device_shutdown(qatpy_device *dev, int64_t timeout_ns)
     for (uint32_t i = 0; i < dev->nslots; i++) {
         struct qps_req *req = &dev->slots[i];
         int s = atomic_load(&req->state);
-        if (s == QPS_SLOT_ONDEV) {
+        if (s == QPS_SLOT_ONDEV && req->deadline &&
+            atomic_load(&req->claim) == QPS_CLAIM_TIMEDOUT) {
+            /* A zombie: TIMEOUT was delivered already; the stopped instance
+             * gives back its buffer and the device's hold. */
+            struct qps_inst *inst = req->inst;
+            if (inst->stop_failed) {
+                atomic_fetch_sub(&dev->inflight_total, 1);
+                atomic_fetch_sub(&inst->inflight, 1);
+                req->buf = NULL;
+                req->inst = NULL;
+            } else {
+                qps_inst_release(inst, req);
+            }
+            qps_zombie_gone(inst, req);
+        } else if (s == QPS_SLOT_ONDEV) {
             if (req->inst->stop_failed) {
                 /* Leave the bufset with the device; account the unit. */
                 atomic_fetch_sub(&dev->inflight_total, 1);

@@ -107,6 +107,29 @@ static void slot_free_many(struct qatpy_device *dev, struct qps_req **reqs, uint
  * empty -> non-empty transition that writes the eventfd again.  So no
  * wake-up is lost; at worst a drain finds nothing.
  */
+/* Under ring_lock: after entries were appended, publish them and wake. */
+static void ring_publish_locked(struct qatpy_device *dev, bool was_empty, uint32_t n)
+{
+    atomic_fetch_add(&dev->seq, n);
+    if (dev->ring_waiters)
+        pthread_cond_broadcast(&dev->ring_cond);
+    if (was_empty) {
+        uint64_t one = 1;
+        /* Cannot block (EFD_NONBLOCK) and cannot overflow in practice. */
+        while (write(dev->efd, &one, sizeof one) < 0 && errno == EINTR) {
+        }
+    }
+}
+
+static void ring_append_locked(struct qatpy_device *dev, uint32_t entry)
+{
+    uint32_t pos = dev->ring_head + dev->ring_count;
+    if (pos >= dev->nslots)
+        pos -= dev->nslots;
+    dev->ring[pos] = entry;
+    dev->ring_count++;
+}
+
 /* Push a list (linked by ->next) of n requests whose status is set. */
 static void ring_push_list(struct qatpy_device *dev, struct qps_req *list, uint32_t n)
 {
@@ -124,23 +147,46 @@ static void ring_push_list(struct qatpy_device *dev, struct qps_req *list, uint3
 
     pthread_mutex_lock(&dev->ring_lock);
     bool was_empty = dev->ring_count == 0;
-    for (struct qps_req *r = list; r; r = r->next) {
-        uint32_t pos = dev->ring_head + dev->ring_count;
-        if (pos >= dev->nslots)
-            pos -= dev->nslots;
-        dev->ring[pos] = r->index;
-        dev->ring_count++;
-    }
-    atomic_fetch_add(&dev->seq, n);
-    if (dev->ring_waiters)
-        pthread_cond_broadcast(&dev->ring_cond);
-    if (was_empty) {
-        uint64_t one = 1;
-        /* Cannot block (EFD_NONBLOCK) and cannot overflow in practice. */
-        while (write(dev->efd, &one, sizeof one) < 0 && errno == EINTR) {
-        }
-    }
+    for (struct qps_req *r = list; r; r = r->next)
+        ring_append_locked(dev, r->index);
+    ring_publish_locked(dev, was_empty, n);
     pthread_mutex_unlock(&dev->ring_lock);
+}
+
+/* TIMEOUT entries for zombies (linked by ->dl_next): the slot stays ONDEV;
+ * the entry carries QPS_RING_TIMEOUT so drain reports TIMEOUT and only
+ * drops the ring's hold.  A slot is still in the ring at most once: a
+ * zombie's late answer never reaches the ring. */
+static void ring_push_timeouts(struct qatpy_device *dev, struct qps_req *list, uint32_t n)
+{
+    atomic_fetch_add(&dev->st.completed, n);
+    atomic_fetch_add(&dev->st.completed_error, n);
+    atomic_fetch_add(&dev->st.timeouts, n);
+    pthread_mutex_lock(&dev->ring_lock);
+    bool was_empty = dev->ring_count == 0;
+    for (struct qps_req *r = list; r; r = r->dl_next)
+        ring_append_locked(dev, r->index | QPS_RING_TIMEOUT);
+    ring_publish_locked(dev, was_empty, n);
+    pthread_mutex_unlock(&dev->ring_lock);
+}
+
+/* Drop one of a zombie's two holds; the last one frees the slot. */
+static void zombie_release(struct qatpy_device *dev, struct qps_req *req)
+{
+    if (atomic_fetch_sub(&req->holds, 1) != 1)
+        return;
+    struct qatpy_key *key = req->key;
+    req->key = NULL;
+    if (key)
+        qps_key_unref(key);
+    slot_free_many(dev, &req, 1);
+}
+
+void qps_zombie_gone(struct qps_inst *inst, struct qps_req *req)
+{
+    atomic_fetch_sub(&inst->zombies, 1);
+    atomic_fetch_sub(&inst->dev->zombies_total, 1);
+    zombie_release(inst->dev, req);
 }
 
 void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status)
@@ -173,10 +219,23 @@ size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, s
         if (take == 0)
             break;
         struct qps_req *done[64];
+        uint32_t ndone = 0;
         for (uint32_t i = 0; i < take; i++) {
-            struct qps_req *req = &dev->slots[idx[i]];
-            done[i] = req;
             qatpy_completion *c = &out[total + i];
+            if (idx[i] & QPS_RING_TIMEOUT) {
+                /* A zombie: report TIMEOUT from fields the late answer never
+                 * writes, then drop the ring's hold. */
+                struct qps_req *z = &dev->slots[idx[i] & ~QPS_RING_TIMEOUT];
+                c->tag = z->tag;
+                c->status = QATPY_ST_TIMEOUT;
+                c->cpa_status = 0;
+                c->instance = z->inst_index;
+                c->len = 0;
+                zombie_release(dev, z);
+                continue;
+            }
+            struct qps_req *req = &dev->slots[idx[i]];
+            done[ndone++] = req;
             c->tag = req->tag;
             c->status = req->status;
             c->cpa_status = req->cpa_status;
@@ -192,13 +251,14 @@ size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, s
             c->len = len;
         }
         /* Keys first (may wipe and free key DMA), then the slots in one lock. */
-        for (uint32_t i = 0; i < take; i++) {
+        for (uint32_t i = 0; i < ndone; i++) {
             struct qatpy_key *key = done[i]->key;
             done[i]->key = NULL;
             if (key)
                 qps_key_unref(key);
         }
-        slot_free_many(dev, done, take);
+        if (ndone)
+            slot_free_many(dev, done, ndone);
         total += take;
     }
     if (total)
@@ -248,27 +308,50 @@ uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns)
 /* Least loaded healthy instance under the cap; an instance that answered
  * RETRY is skipped until one of its requests completes (or it is empty).
  * Ties rotate so equal instances share the load.  Returns with one unit of
- * the instance's in-flight taken. */
+ * the instance's in-flight taken.
+ *
+ * Instances marked timed_out (a request missed its deadline there) are
+ * routed around while any other healthy instance exists.  When every
+ * instance that is not RESTARTING/fatal is timed out, the one whose last
+ * timeout is oldest still gets work: that is how a single-instance device,
+ * or one that lost a single response, gets the chance to answer and rejoin
+ * (each such request is bounded by its own deadline).  Only when every
+ * instance is RESTARTING or fatal does a request fail at once. */
 static struct qps_inst *reserve(struct qatpy_device *dev, bool *any_healthy)
 {
     uint32_t n = dev->ninst;
     uint32_t start = atomic_fetch_add_explicit(&dev->rr, 1, memory_order_relaxed) % n;
     *any_healthy = false;
     for (;;) {
-        struct qps_inst *best = NULL;
-        uint32_t best_load = UINT32_MAX;
+        struct qps_inst *best = NULL, *probe = NULL;
+        uint32_t best_load = UINT32_MAX, probe_load = 0;
+        uint64_t probe_fail = UINT64_MAX;
+        bool any_good = false;
         for (uint32_t j = 0; j < n; j++) {
             struct qps_inst *inst = &dev->inst[(start + j) % n];
             if (!atomic_load(&inst->healthy))
                 continue;
             *any_healthy = true;
             uint32_t load = atomic_load(&inst->inflight);
-            if (load >= dev->cap || (load > 0 && atomic_load(&inst->full)))
+            bool open = load < dev->cap && !(load > 0 && atomic_load(&inst->full));
+            if (atomic_load_explicit(&inst->timed_out, memory_order_relaxed)) {
+                uint64_t f = atomic_load_explicit(&inst->last_fail_ns, memory_order_relaxed);
+                if (open && f < probe_fail) {
+                    probe = inst;
+                    probe_fail = f;
+                    probe_load = load;
+                }
                 continue;
-            if (load < best_load) {
+            }
+            any_good = true;
+            if (open && load < best_load) {
                 best = inst;
                 best_load = load;
             }
+        }
+        if (!best && !any_good && probe) {
+            best = probe;
+            best_load = probe_load;
         }
         if (!best)
             return NULL;
@@ -282,11 +365,97 @@ static struct qps_inst *reserve(struct qatpy_device *dev, bool *any_healthy)
     }
 }
 
+/* ---- deadlines ------------------------------------------------------------ */
+
+/* Both under inst->lock. */
+static void dl_link(struct qps_inst *inst, struct qps_req *req)
+{
+    req->dl_next = NULL;
+    req->dl_prev = inst->dl_tail;
+    if (inst->dl_tail)
+        inst->dl_tail->dl_next = req;
+    else
+        inst->dl_head = req;
+    inst->dl_tail = req;
+    req->dl_linked = true;
+    if (req->deadline < atomic_load_explicit(&inst->next_deadline, memory_order_relaxed))
+        atomic_store(&inst->next_deadline, req->deadline);
+}
+
+static void dl_unlink(struct qps_inst *inst, struct qps_req *req)
+{
+    if (req->dl_prev)
+        req->dl_prev->dl_next = req->dl_next;
+    else
+        inst->dl_head = req->dl_next;
+    if (req->dl_next)
+        req->dl_next->dl_prev = req->dl_prev;
+    else
+        inst->dl_tail = req->dl_prev;
+    req->dl_prev = req->dl_next = NULL;
+    req->dl_linked = false;
+}
+
+/*
+ * Runs on the instance's poller after each poll (and in qatpy_poll), so it
+ * costs one atomic load while nothing is due.  The list holds at most the
+ * instance's in-flight cap, so a scan is short.  A request the checker
+ * claims becomes a zombie: TIMEOUT goes to the ring now; the slot, bufset,
+ * in-flight unit and key reference stay until the device answers (dropped,
+ * counted in late_answers) or the instance stops.  The instance is marked
+ * timed_out (routed around) until any answer or a RESTARTED notification.
+ */
+uint32_t qps_check_deadlines(struct qps_inst *inst)
+{
+    uint64_t due = atomic_load_explicit(&inst->next_deadline, memory_order_relaxed);
+    if (due == UINT64_MAX)
+        return 0;
+    uint64_t now = qps_now_ns();
+    if (now < due)
+        return 0;
+    struct qatpy_device *dev = inst->dev;
+    struct qps_req *expired = NULL, **tail = &expired;
+    uint32_t n = 0;
+    uint64_t next = UINT64_MAX;
+    pthread_mutex_lock(&inst->lock);
+    for (struct qps_req *r = inst->dl_head, *nx; r; r = nx) {
+        nx = r->dl_next;
+        if (now >= r->deadline) {
+            atomic_store(&r->holds, 2);
+            int open = QPS_CLAIM_OPEN;
+            if (atomic_compare_exchange_strong(&r->claim, &open, QPS_CLAIM_TIMEDOUT)) {
+                dl_unlink(inst, r);
+                *tail = r;
+                tail = &r->dl_next;
+                n++;
+                continue;
+            }
+            /* Being answered right now: flush will unlink it. */
+        }
+        if (r->deadline < next)
+            next = r->deadline;
+    }
+    atomic_store(&inst->next_deadline, next);
+    if (n) {
+        /* Under the lock: a late answer decrements only after it took the lock. */
+        atomic_fetch_add(&inst->zombies, n);
+        atomic_fetch_add(&dev->zombies_total, n);
+        atomic_store(&inst->last_fail_ns, now);
+        atomic_store(&inst->timed_out, 1);
+    }
+    pthread_mutex_unlock(&inst->lock);
+    if (n)
+        ring_push_timeouts(dev, expired, n);
+    return n;
+}
+
 void qps_inst_release(struct qps_inst *inst, struct qps_req *req)
 {
     if (req->op == QPS_OP_ECDSA && req->buf)
         qps_wipe(req->buf + QPS_EC_K_OFF, req->in_len); /* the nonce never outlives its use */
     pthread_mutex_lock(&inst->lock);
+    if (req->dl_linked)
+        dl_unlink(inst, req);
     inst->free_bufs[inst->nfree++] = req->buf;
     pthread_mutex_unlock(&inst->lock);
     req->buf = NULL;
@@ -354,8 +523,12 @@ static void finish(struct qps_inst *inst, struct qps_req *req, int status, int c
     }
     /* Not on our poller (a library that calls back from elsewhere). */
     atomic_store(&inst->full, 0);
+    atomic_store(&inst->timed_out, 0); /* it answered */
     qps_inst_release(inst, req);
-    if (redo) {
+    if (req->late) {
+        atomic_fetch_add(&inst->dev->st.late_answers, 1);
+        qps_zombie_gone(inst, req);
+    } else if (redo) {
         redo_push(inst, req);
         qps_wake_inst(inst);
     } else {
@@ -374,6 +547,8 @@ static void flush_batch(struct qps_batch *b)
      * that sees the lower count is guaranteed a free bufset. */
     pthread_mutex_lock(&inst->lock);
     for (struct qps_req *r = b->head; r; r = r->next) {
+        if (r->dl_linked)
+            dl_unlink(inst, r);
         if (r->op == QPS_OP_ECDSA)
             qps_wipe(r->buf + QPS_EC_K_OFF, r->in_len);
         inst->free_bufs[inst->nfree++] = r->buf;
@@ -382,6 +557,8 @@ static void flush_batch(struct qps_batch *b)
     }
     pthread_mutex_unlock(&inst->lock);
     atomic_store(&inst->full, 0);
+    if (atomic_load_explicit(&inst->timed_out, memory_order_relaxed))
+        atomic_store(&inst->timed_out, 0); /* it answered: rejoin */
     atomic_fetch_sub(&dev->inflight_total, b->n);
     atomic_fetch_sub(&inst->inflight, b->n);
 
@@ -390,7 +567,11 @@ static void flush_batch(struct qps_batch *b)
     for (struct qps_req *r = b->head, *next; r; r = next) {
         next = r->next;
         r->next = NULL;
-        if (r->redo) {
+        if (r->late) {
+            /* Answer to a request already completed as TIMEOUT: dropped. */
+            atomic_fetch_add(&dev->st.late_answers, 1);
+            qps_zombie_gone(inst, r);
+        } else if (r->redo) {
             r->next = redo;
             redo = r;
         } else {
@@ -408,12 +589,31 @@ static void flush_batch(struct qps_batch *b)
     }
 }
 
+/* A request with a deadline is settled by whoever claims it first: false
+ * means the checker already completed it as TIMEOUT (late answer). */
+static bool claim_answer(struct qps_req *req)
+{
+    if (!req->deadline)
+        return true;
+    return atomic_exchange(&req->claim, QPS_CLAIM_ANSWERED) != QPS_CLAIM_TIMEDOUT;
+}
+
+static void finish_late(struct qps_req *req)
+{
+    req->late = true;
+    finish(req->inst, req, QATPY_ST_TIMEOUT, 0, false);
+}
+
 static void rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out)
 {
     (void)op_data;
     (void)out; /* same as req->out */
     struct qps_req *req = tag;
     tl_callbacks++;
+    if (!claim_answer(req)) {
+        finish_late(req);
+        return;
+    }
     if (status != CPA_STATUS_SUCCESS) {
         finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
         return;
@@ -434,6 +634,10 @@ static void ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean mult
     struct qps_req *req = tag;
     uint32_t len = req->in_len;
     tl_callbacks++;
+    if (!claim_answer(req)) {
+        finish_late(req);
+        return;
+    }
     if (status != CPA_STATUS_SUCCESS) {
         finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
         return;
@@ -468,14 +672,20 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
         qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, CPA_STATUS_RESTARTING);
         return QPS_D_DONE;
     }
+    /* Not yet visible to the checker (linked below) and no answer pending. */
+    if (req->deadline)
+        atomic_store(&req->claim, QPS_CLAIM_OPEN);
     pthread_mutex_lock(&inst->lock);
     /* nfree > 0 is guaranteed: bufsets == cap >= in-flight units. */
     req->buf = inst->free_bufs[--inst->nfree];
+    if (req->deadline)
+        dl_link(inst, req);
     pthread_mutex_unlock(&inst->lock);
     req->inst = inst;
     req->inst_index = inst->index;
     struct qps_key_inst *ki = &req->key->inst[inst->index];
     uint8_t *buf = req->buf;
+    bool has_deadline = req->deadline != 0;
     CpaStatus st;
 
     atomic_store(&req->state, QPS_SLOT_ONDEV);
@@ -494,6 +704,13 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
         uint8_t *k = buf + QPS_EC_K_OFF;
         req->attempts++;
         if (qps_random_scalar(k, cv->n, len, cv->bits, rng_buffered) != 0) {
+            int open = QPS_CLAIM_OPEN;
+            if (has_deadline &&
+                !atomic_compare_exchange_strong(&req->claim, &open, QPS_CLAIM_ANSWERED)) {
+                qps_inst_release(inst, req); /* timed out meanwhile: settled */
+                qps_zombie_gone(inst, req);
+                return QPS_D_DONE;
+            }
             qps_inst_release(inst, req);
             qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, CPA_STATUS_FAIL);
             return QPS_D_DONE;
@@ -527,6 +744,15 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
         /* req may already be completed by a poller: touch only inst now. */
         qps_wake_inst(inst);
         return QPS_D_OK;
+    }
+    /* Refused: no answer will come.  If the checker timed it out while the
+     * submit call ran, TIMEOUT is already in the ring: it is settled, and
+     * we drop the hold the device would have dropped. */
+    int open = QPS_CLAIM_OPEN;
+    if (has_deadline && !atomic_compare_exchange_strong(&req->claim, &open, QPS_CLAIM_ANSWERED)) {
+        qps_inst_release(inst, req);
+        qps_zombie_gone(inst, req);
+        return QPS_D_DONE;
     }
     qps_inst_release(inst, req);
     if (st == CPA_STATUS_RETRY) {
@@ -601,8 +827,23 @@ int qps_dispatch_pending(struct qatpy_device *dev)
     if (!atomic_compare_exchange_strong(&dev->dispatching, &expected, 1))
         return 0;
     int done = 0, blocked = 0;
+    uint64_t now = 0;
     struct qps_req *req;
     while ((req = pend_pop(dev)) != NULL) {
+        if (req->deadline) {
+            if (!now)
+                now = qps_now_ns();
+            if (now >= req->deadline) {
+                /* Never reached the device: no instance is to blame.  The
+                 * FIFO is in submit order (requeues return to the head and
+                 * are older), so expired requests surface here first; the
+                 * pollers run this every iteration while anything is queued. */
+                atomic_fetch_add(&dev->st.timeouts, 1);
+                qps_complete(dev, req, QATPY_ST_TIMEOUT, 0);
+                done++;
+                continue;
+            }
+        }
         int r = dispatch(dev, req);
         if (r == QPS_D_NOCAP || r == QPS_D_RETRY) {
             pend_push(dev, req, true);
@@ -626,6 +867,7 @@ int qps_poll_instance(struct qps_inst *inst)
     tl_batch = outer;
     flush_batch(&batch);
     unsigned got = tl_callbacks - before;
+    qps_check_deadlines(inst);
     atomic_fetch_add(&dev->st.polls, 1);
     if (got == 0) {
         atomic_fetch_add(&dev->st.polls_empty, 1);
@@ -685,6 +927,10 @@ static int submit_common(struct qatpy_device *dev, struct qatpy_key *key, int op
     req->result_len = 0;
     req->inst_index = 0;
     req->next = NULL;
+    req->late = false;
+    uint64_t dl = atomic_load_explicit(&dev->deadline_ns, memory_order_relaxed);
+    req->deadline = dl ? qps_now_ns() + dl : 0;
+    atomic_store_explicit(&req->claim, QPS_CLAIM_OPEN, memory_order_relaxed);
     memcpy(req->input, input, in_len);
     atomic_fetch_add(&dev->st.submitted, 1);
     qps_submit_or_queue(dev, req, false);

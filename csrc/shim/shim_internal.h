@@ -185,6 +185,17 @@ enum qps_slot_state {
 
 enum { QPS_OP_RSA = 1, QPS_OP_ECDSA = 2 };
 
+/* Who settles a request that has a deadline (qps_req.claim), reset to OPEN
+ * at each dispatch.  The deadline checker may only take OPEN -> TIMEDOUT;
+ * the callback exchanges to ANSWERED and, if it finds TIMEDOUT, the answer
+ * is late and dropped; a refused submit takes OPEN -> ANSWERED, or finds
+ * TIMEDOUT and drops the device's hold itself. */
+enum { QPS_CLAIM_OPEN = 0, QPS_CLAIM_ANSWERED, QPS_CLAIM_TIMEDOUT };
+
+/* A completion-ring entry with this bit is a TIMEOUT for a slot that the
+ * device still owns (a "zombie"); drain must not free that slot itself. */
+#define QPS_RING_TIMEOUT 0x80000000u
+
 struct qps_inst;
 
 struct qps_req {
@@ -213,6 +224,17 @@ struct qps_req {
     CpaFlatBuffer out;        /* RSA output */
     CpaFlatBuffer r, s;       /* ECDSA outputs */
     CpaBoolean sign_status;
+    /* Deadlines.  A timed-out request still on the device is a zombie: it
+     * keeps its slot, bufset, in-flight unit and key reference; `holds`
+     * counts its two owners (the TIMEOUT ring entry until drained, the
+     * device until it answers or the instance stops) and the last one frees
+     * the slot. */
+    uint64_t deadline;        /* CLOCK_MONOTONIC ns, 0 = none; set at submit */
+    _Atomic int claim;        /* QPS_CLAIM_* (only used when deadline != 0) */
+    _Atomic uint32_t holds;
+    bool late;                /* callback found TIMEDOUT: drop the answer */
+    bool dl_linked;           /* in its instance's deadline list (inst->lock) */
+    struct qps_req *dl_prev, *dl_next;
     uint8_t input[QATPY_MAX_RESULT];   /* RSA: encoded block (in_len); ECDSA: truncated m */
     uint8_t result[QATPY_MAX_RESULT];
 };
@@ -241,6 +263,10 @@ struct qps_inst {
     uint32_t nchunks;
     struct qps_req *redo_head, *redo_tail;
     _Atomic uint32_t redo_count;
+    struct qps_req *dl_head, *dl_tail; /* on the device with a deadline (under lock) */
+    _Atomic uint64_t next_deadline;    /* lower bound of their deadlines; UINT64_MAX none */
+    _Atomic uint32_t zombies;          /* timed-out requests still on the device */
+    _Atomic uint64_t last_fail_ns;     /* when a request last timed out here */
 
     pthread_t thread;
     bool thread_running;
@@ -313,6 +339,7 @@ struct qatpy_device {
     struct qps_inst *inst;
     _Atomic uint32_t rr;
     _Atomic uint64_t inflight_total;
+    _Atomic uint32_t zombies_total;
 
     uint32_t nslots;
     struct qps_req *slots;
@@ -348,6 +375,7 @@ bool qps_forked(const struct qatpy_device *dev);
 void qps_dev_unref(struct qatpy_device *dev);
 void qps_wake_inst(struct qps_inst *inst);
 void qps_wake_all(struct qatpy_device *dev);
+uint64_t qps_now_ns(void);
 
 /* request.c */
 void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status);
@@ -358,6 +386,12 @@ int qps_dispatch_pending(struct qatpy_device *dev);
 /* Poll one instance once and resubmit its ECDSA redos; returns responses seen. */
 int qps_poll_instance(struct qps_inst *inst);
 void qps_inst_release(struct qps_inst *inst, struct qps_req *req);
+/* Time out this instance's requests past their deadline (cheap when none is
+ * due); returns how many. */
+uint32_t qps_check_deadlines(struct qps_inst *inst);
+/* A zombie leaves the device (late answer or instance stop): in-flight and
+ * bufset already returned; drops the device's hold. */
+void qps_zombie_gone(struct qps_inst *inst, struct qps_req *req);
 
 /* key.c */
 void qps_key_ref(struct qatpy_key *key);

@@ -133,6 +133,7 @@ struct tally {
     int32_t *status;
     uint8_t (*result)[QATPY_MAX_RESULT];
     uint32_t *len;
+    uint32_t *inst;
     size_t got, dup, unknown;
 };
 
@@ -143,6 +144,7 @@ static void tally_init(struct tally *t, size_t n, bool keep_results)
     t->seen = calloc(n, 1);
     t->status = calloc(n, sizeof *t->status);
     t->len = calloc(n, sizeof *t->len);
+    t->inst = calloc(n, sizeof *t->inst);
     t->result = keep_results ? calloc(n, QATPY_MAX_RESULT) : NULL;
 }
 
@@ -151,6 +153,7 @@ static void tally_free(struct tally *t)
     free(t->seen);
     free(t->status);
     free(t->len);
+    free(t->inst);
     free(t->result);
 }
 
@@ -173,6 +176,7 @@ static size_t drain_into(qatpy_device *dev, struct tally *t)
             t->dup++;
         t->status[tag] = c[i].status;
         t->len[tag] = c[i].len;
+        t->inst[tag] = c[i].instance;
         if (t->result)
             memcpy(t->result[tag], res + i * QATPY_MAX_RESULT, c[i].len);
         t->got++;
@@ -655,6 +659,211 @@ static void test_verify_after_sign(void)
     RSA_free(rk.rsa);
 }
 
+static size_t count_status(const struct tally *t, int st)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++)
+        n += t->seen[i] && t->status[i] == st;
+    return n;
+}
+
+static double ms_since(const struct timespec *a)
+{
+    struct timespec b;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (double)(b.tv_sec - a->tv_sec) * 1e3 + (b.tv_nsec - a->tv_nsec) / 1e6;
+}
+
+/* Lost responses with a deadline: TIMEOUT completions, the instance routed
+ * around, then back after RESTARTED; zombies do not hold up shutdown. */
+static void test_deadline_lost(void)
+{
+    int (*restart)(int) = (int (*)(int))dlsym(qps_lib.qat, "qatpy_sim_restart_instance");
+    qatpy_sim_knob_reset();
+    knob("instances", 2);
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
+    CHECK(qatpy_device_set_deadline(dev, 20000000) == QATPY_OK, "set_deadline");
+    CHECK(qatpy_instance_healthy(dev, 0) == 1 && qatpy_instance_healthy(dev, 2) == -1, "healthy");
+    struct rsa_test_key rk = rsa_key(dev, 2048);
+    uint8_t dg[32];
+    SHA256((const uint8_t *)"deadline", 8, dg);
+    enum { N = 41 };
+    struct tally t;
+    tally_init(&t, N, true);
+    knob("fault.lost.next", 1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(qatpy_submit_rsa(dev, rk.key, QATPY_RSA_PKCS1, QATPY_HASH_SHA256, dg, 32, 0) ==
+              QATPY_SUBMIT_OK,
+          "submit");
+    collect(dev, &t, 1, 5, false);
+    double ms = ms_since(&t0);
+    CHECK(t.got == 1 && t.status[0] == QATPY_ST_TIMEOUT && t.len[0] == 0, "lost -> TIMEOUT (%d)",
+          t.status[0]);
+    CHECK(ms >= 19 && ms < 200, "TIMEOUT after %.1f ms for a 20 ms deadline", ms);
+    uint32_t x = t.inst[0];
+    qatpy_stats_t s = stats(dev);
+    CHECK(qatpy_instance_healthy(dev, x) == 0 && qatpy_instance_healthy(dev, 1 - x) == 1 &&
+              s.unhealthy_instances == 1 && s.timeouts == 1,
+          "instance %u marked: healthy %d, unhealthy %u", x, qatpy_instance_healthy(dev, x),
+          s.unhealthy_instances);
+    /* routed around: everything goes to the other instance and verifies
+     * (a generous deadline now: the sim computes RSA on two CPU workers) */
+    CHECK(qatpy_device_set_deadline(dev, 5000000000ULL) == QATPY_OK, "set_deadline");
+    for (size_t i = 1; i < N; i++)
+        CHECK(qatpy_submit_rsa(dev, rk.key, QATPY_RSA_PKCS1, QATPY_HASH_SHA256, dg, 32, i) ==
+                  QATPY_SUBMIT_OK,
+              "submit");
+    collect(dev, &t, N, 10, false);
+    size_t other = 0, bad = 0;
+    for (size_t i = 1; i < N; i++) {
+        other += t.inst[i] == 1 - x;
+        bad += t.status[i] != QATPY_ST_OK ||
+               RSA_verify(NID_sha256, dg, 32, t.result[i], t.len[i], rk.rsa) != 1;
+    }
+    CHECK(t.got == N && t.dup == 0 && bad == 0 && other == N - 1,
+          "after timeout: got %zu bad %zu on the healthy instance %zu", t.got, bad, other);
+    CHECK(stats(dev).inflight_now == 1, "the zombie keeps its in-flight unit");
+    /* RESTARTED brings it back */
+    if (restart) {
+        CHECK(restart((int)x) == 0, "restart");
+        for (int i = 0; i < 200 && qatpy_instance_healthy(dev, x) != 1; i++)
+            usleep(1000);
+        CHECK(qatpy_instance_healthy(dev, x) == 1, "instance %u rejoined after RESTARTED", x);
+    }
+    printf("  lost -> TIMEOUT after %.1f ms, instance %u routed around, %d ops on the other, "
+           "rejoined after RESTARTED\n",
+           ms, x, N - 1);
+    qatpy_key_release(rk.key);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    close_dev(dev); /* the lost request is still on the device */
+    ms = ms_since(&t0);
+    CHECK(ms < 500, "shutdown with a zombie took %.1f ms", ms);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs %lld", sim("mem.live_allocs"));
+    CHECK(sim("mem.key_freed_unwiped") == 0, "key DMA freed unwiped");
+    tally_free(&t);
+    RSA_free(rk.rsa);
+}
+
+/* One instance: after a timeout it is the least-recently-failed instance,
+ * still gets work, answers, and is healthy again.  Also in MANUAL mode. */
+static void test_deadline_single(int mode)
+{
+    qatpy_sim_knob_reset();
+    qatpy_device *dev = open_dev(mode, 20000, 0, 0);
+    bool manual = mode == QATPY_POLL_MANUAL;
+    CHECK(qatpy_device_set_deadline(dev, 10000000) == QATPY_OK, "set_deadline");
+    struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
+    uint8_t dg[32] = {8};
+    enum { LOST = 3, N = 23 };
+    struct tally t;
+    tally_init(&t, N, true);
+    knob("fault.lost.next", LOST);
+    for (size_t i = 0; i < LOST; i++)
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t, LOST, 5, manual);
+    CHECK(count_status(&t, QATPY_ST_TIMEOUT) == LOST, "%zu TIMEOUT of %d lost",
+          count_status(&t, QATPY_ST_TIMEOUT), LOST);
+    CHECK(qatpy_instance_healthy(dev, 0) == 0 && stats(dev).unhealthy_instances == 1,
+          "marked unhealthy");
+    for (size_t i = LOST; i < N; i++)
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t, N, 5, manual);
+    size_t bad = 0;
+    for (size_t i = LOST; i < N; i++)
+        bad += t.status[i] != QATPY_ST_OK ||
+               ECDSA_verify(0, dg, 32, t.result[i], (int)t.len[i], ek.ec) != 1;
+    qatpy_stats_t s = stats(dev);
+    CHECK(t.got == N && t.dup == 0 && bad == 0, "got %zu dup %zu bad %zu", t.got, t.dup, bad);
+    CHECK(qatpy_instance_healthy(dev, 0) == 1 && s.unhealthy_instances == 0 &&
+              s.timeouts == LOST && s.late_answers == 0,
+          "rejoined after answering: healthy %d timeouts %llu", qatpy_instance_healthy(dev, 0),
+          (unsigned long long)s.timeouts);
+    printf("  %s: %d lost -> %d TIMEOUT, unhealthy; still tried (only instance), answered, "
+           "healthy\n",
+           manual ? "MANUAL" : "TIMER", LOST, LOST);
+    qatpy_key_release(ek.key);
+    close_dev(dev);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs %lld", sim("mem.live_allocs"));
+    tally_free(&t);
+    EC_KEY_free(ek.ec);
+}
+
+/* A slow device: on-device requests time out (zombies), queued ones time
+ * out in the queue; every late answer is dropped and counted, nothing is
+ * completed twice, and the slots, bufsets and in-flight units come back. */
+static void test_deadline_late(void)
+{
+    qatpy_sim_knob_reset();
+    knob("instances", 2);
+    knob("latency_ns", 60000000);
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 4, 256);
+    CHECK(qatpy_device_set_deadline(dev, 15000000) == QATPY_OK, "set_deadline");
+    struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P384);
+    struct rsa_test_key rk = rsa_key(dev, 2048);
+    uint8_t dg[48] = {6};
+    enum { N = 60 };
+    struct tally t;
+    tally_init(&t, N, true);
+    for (size_t i = 0; i < N; i++) {
+        int rc = i % 2 ? qatpy_submit_ecdsa(dev, ek.key, dg, 48, i)
+                       : qatpy_submit_rsa(dev, rk.key, QATPY_RSA_PKCS1, QATPY_HASH_SHA256, dg,
+                                          32, i);
+        CHECK(rc == QATPY_SUBMIT_OK, "submit %d", rc);
+    }
+    collect(dev, &t, N, 5, false);
+    CHECK(t.got == N && count_status(&t, QATPY_ST_TIMEOUT) == N, "all %d TIMEOUT: got %zu, %zu",
+          N, t.got, count_status(&t, QATPY_ST_TIMEOUT));
+    qatpy_stats_t s = stats(dev);
+    uint64_t zombies = s.inflight_now;
+    CHECK(zombies == 8 && s.unhealthy_instances == 2, "zombies %llu unhealthy %u",
+          (unsigned long long)zombies, s.unhealthy_instances);
+    /* the late answers arrive (60 ms) and are dropped */
+    for (int i = 0; i < 300 && stats(dev).late_answers < zombies; i++)
+        usleep(1000);
+    while (drain_into(dev, &t) > 0) {
+    }
+    s = stats(dev);
+    CHECK(s.late_answers == zombies && s.inflight_now == 0 && t.got == N && t.dup == 0 &&
+              t.unknown == 0,
+          "late %llu of %llu, inflight %llu, got %zu dup %zu", (unsigned long long)s.late_answers,
+          (unsigned long long)zombies, (unsigned long long)s.inflight_now, t.got, t.dup);
+    CHECK(s.unhealthy_instances == 0, "answering brought them back: %u", s.unhealthy_instances);
+    /* a fast device again: everything succeeds on the recycled slots */
+    knob("latency_ns", 0);
+    CHECK(qatpy_device_set_deadline(dev, 0) == QATPY_OK, "no deadline");
+    struct tally t2;
+    tally_init(&t2, N, true);
+    for (size_t i = 0; i < N; i++)
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 48, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t2, N, 10, false);
+    size_t bad = 0;
+    for (size_t i = 0; i < N; i++)
+        bad += t2.status[i] != QATPY_ST_OK ||
+               ECDSA_verify(0, dg, 48, t2.result[i], (int)t2.len[i], ek.ec) != 1;
+    CHECK(t2.got == N && t2.dup == 0 && bad == 0, "after: got %zu bad %zu", t2.got, bad);
+    printf("  %d TIMEOUT (%llu zombies on the device, the rest in the queue), %llu late answers "
+           "dropped, then %d ok\n",
+           N, (unsigned long long)zombies, (unsigned long long)s.late_answers, N);
+    qatpy_key_release(ek.key);
+    qatpy_key_release(rk.key);
+    close_dev(dev);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs %lld", sim("mem.live_allocs"));
+    CHECK(sim("mem.key_freed_unwiped") == 0, "key DMA freed unwiped");
+    tally_free(&t);
+    tally_free(&t2);
+    EC_KEY_free(ek.ec);
+    RSA_free(rk.rsa);
+}
+
+static void test_deadlines(void)
+{
+    test_deadline_lost();
+    test_deadline_single(QATPY_POLL_TIMER);
+    test_deadline_single(QATPY_POLL_MANUAL);
+    test_deadline_late();
+}
+
 /* Many submitting threads, one draining thread blocked in qatpy_wait. */
 struct thr_arg {
     qatpy_device *dev;
@@ -931,6 +1140,7 @@ int main(int argc, char **argv)
         {"shutdown in flight", test_shutdown_inflight},
         {"faults", test_faults},
         {"verify after sign", test_verify_after_sign},
+        {"deadlines", test_deadlines},
         {"threads", test_threads},
         {"eventfd", test_eventfd},
         {"key after free", test_key_after_free},
