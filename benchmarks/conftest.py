@@ -28,8 +28,11 @@ DEFAULT_ALGS = ("rsa2048", "ecdsap256")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("qatpy benchmarks")
-    g.addoption("--algs", default=",".join(DEFAULT_ALGS),
-                help=f"algorithms to benchmark, comma-separated, or 'all' ({', '.join(_speed.ALGORITHMS)})")
+    g.addoption(
+        "--algs",
+        default=",".join(DEFAULT_ALGS),
+        help=f"algorithms to benchmark, comma-separated, or 'all' ({', '.join(_speed.ALGORITHMS)})",
+    )
     g.addoption("--enforce-targets", action="store_true", help="fail a target benchmark that misses its target")
     g.addoption("--bench-seconds", type=float, default=0.25, help="seconds per round (default 0.25)")
 
@@ -37,12 +40,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     algs = config.getoption("--algs")
     chosen = set(_speed.ALGORITHMS) if algs == "all" else set(algs.split(","))
-    skip = pytest.mark.skip(reason="algorithm not selected (use --algs all or --algs NAME,...)")
+    keep, drop = [], []
     for item in items:
         cs = getattr(item, "callspec", None)
         alg = cs.params.get("alg") if cs is not None else None
-        if alg is not None and alg not in chosen:
-            item.add_marker(skip)
+        (drop if alg is not None and alg not in chosen else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+#: extra_info of each matrix benchmark, for the summary table at the end.
+MATRIX: list[dict[str, Any]] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not MATRIX:
+        return
+    tr = terminalreporter
+    tr.section("qatpy: signs/s and latency per operation, beside the direct 1-thread loop")
+    tr.write_line(
+        f"{'alg':<10} {'backend':<9} {'api':<7} {'depth':>5} {'signs/s':>10} {'x direct':>8} "
+        f"{'x openssl':>9} {'p50 us':>9} {'p99 us':>9}"
+    )
+    for e in sorted(MATRIX, key=lambda e: (e["alg"], e["backend"], e["api"], e["depth"])):
+        ro = f"{e['ratio_openssl']:.2f}" if e.get("ratio_openssl") else "-"
+        tr.write_line(
+            f"{e['alg']:<10} {e['backend']:<9} {e['api']:<7} {e['depth']:>5} {e['ops_per_s']:>10,.0f} "
+            f"{e['ratio']:>8.2f} {ro:>9} {e['p50_us']:>9.0f} {e['p99_us']:>9.0f}"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -26,12 +26,11 @@ import subprocess
 import sys
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import targets
+import targets  # benchmarks/targets.py: this script's folder is on sys.path
 
 from qatpy import _speed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 DEPTHS = (1, 4, 16, 64, 256)
 DELAYS_US = (0, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -70,8 +69,14 @@ def depth_curves(algs: list[str], seconds: float) -> dict[str, Any]:
                     for d in DEPTHS:
                         with _speed.Runner(qk, api, d) as r:
                             res = _speed.timed(r, _speed.ops_for(r, seconds))
-                        pts.append({"depth": d, "ops_s": res.rate, "p50_us": res.percentile(50) * 1e6,
-                                    "p99_us": res.percentile(99) * 1e6})
+                        pts.append(
+                            {
+                                "depth": d,
+                                "ops_s": res.rate,
+                                "p50_us": res.percentile(50) * 1e6,
+                                "p99_us": res.percentile(99) * 1e6,
+                            }
+                        )
                         print(f"  {alg} {backend} {api}@{d}: {res.rate:,.0f}/s", file=sys.stderr, flush=True)
                     out[alg]["series"][f"{backend} {api}"] = pts
     return out
@@ -99,9 +104,15 @@ def plot_depth(data: dict[str, Any], path: str) -> None:
         d = data[alg]
         for name, pts in d["series"].items():
             backend, api = name.split()
-            ax.plot([p["depth"] for p in pts], [p["ops_s"] for p in pts], marker="o", ms=3,
-                    color=colors[api], ls="-" if backend == "sim" else "--",
-                    label=f"{backend}: {LABEL[api]}")
+            ax.plot(
+                [p["depth"] for p in pts],
+                [p["ops_s"] for p in pts],
+                marker="o",
+                ms=3,
+                color=colors[api],
+                ls="-" if backend == "sim" else "--",
+                label=f"{backend}: {LABEL[api]}",
+            )
         ax.axhline(d["baseline_ops_s"], color="k", lw=1, label="cryptography, 1 thread")
         if d.get("openssl_ops_s"):
             ax.axhline(d["openssl_ops_s"], color="gray", lw=1, ls=":", label="openssl speed, 1 core")
@@ -126,14 +137,42 @@ def plot_poll(sweeps: dict[str, Any], path: str) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12.5, 4.6))
     for label, sw, ls in sweeps_items(sweeps):
         xs = [max(r["poll_delay_us"], 1) for r in sw["timer"]]
-        a1.plot(xs, [r["added_p50_us"] for r in sw["timer"]], marker="o", ms=3, ls=ls, color="tab:blue",
-                label=f"timer p50, {label}")
-        a1.plot(xs, [r["p99_us"] - r["service_us"] for r in sw["timer"]], marker=".", ms=3, ls=ls,
-                color="tab:cyan", label=f"timer p99, {label}")
-        a2.plot(xs, [100 * r["cpu_process"] for r in sw["timer"]], marker="o", ms=3, ls=ls, color="tab:blue",
-                label=f"timer: process, {label}")
-        a2.plot(xs, [100 * r["cpu_poll_thread"] for r in sw["timer"]], marker="s", ms=3, ls=ls,
-                color="tab:purple", label=f"timer: poll thread, {label}")
+        a1.plot(
+            xs,
+            [r["added_p50_us"] for r in sw["timer"]],
+            marker="o",
+            ms=3,
+            ls=ls,
+            color="tab:blue",
+            label=f"timer p50, {label}",
+        )
+        a1.plot(
+            xs,
+            [r["p99_us"] - r["service_us"] for r in sw["timer"]],
+            marker=".",
+            ms=3,
+            ls=ls,
+            color="tab:cyan",
+            label=f"timer p99, {label}",
+        )
+        a2.plot(
+            xs,
+            [100 * r["cpu_process"] for r in sw["timer"]],
+            marker="o",
+            ms=3,
+            ls=ls,
+            color="tab:blue",
+            label=f"timer: process, {label}",
+        )
+        a2.plot(
+            xs,
+            [100 * r["cpu_poll_thread"] for r in sw["timer"]],
+            marker="s",
+            ms=3,
+            ls=ls,
+            color="tab:purple",
+            label=f"timer: poll thread, {label}",
+        )
         for m, c in (("event", "tab:green"), ("busy", "tab:red")):
             a1.axhline(sw[m]["added_p50_us"], color=c, ls=ls, lw=1, label=f"{m} p50, {label}")
             a2.axhline(100 * sw[m]["cpu_process"], color=c, ls=ls, lw=1, label=f"{m}: process, {label}")
@@ -161,14 +200,19 @@ def sweeps_items(sweeps: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 
 def poll_table(sweeps: dict[str, Any]) -> str:
-    lines = ["| timer slack | mode | poll delay | p50 | added p50 | p99 | signs/s | CPU process | CPU poll thread | CPU us/op |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| timer slack | mode | poll delay | p50 | added p50 | p99 | signs/s | CPU process | CPU poll thread "
+        "| CPU us/op |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, sw, _ in sweeps_items(sweeps):
         for r in sw["timer"] + [sw["event"], sw["busy"]]:
-            lines.append(f"| {label} | {r['mode']} | {r['poll_delay_us']:g} us | {r['p50_us']:.0f} us | "
-                         f"{r['added_p50_us']:.0f} us | {r['p99_us']:.0f} us | {r['ops_s']:,.0f} | "
-                         f"{100 * r['cpu_process']:.0f}% | {100 * r['cpu_poll_thread']:.0f}% | "
-                         f"{r['cpu_us_per_op']:.0f} |")
+            lines.append(
+                f"| {label} | {r['mode']} | {r['poll_delay_us']:g} us | {r['p50_us']:.0f} us | "
+                f"{r['added_p50_us']:.0f} us | {r['p99_us']:.0f} us | {r['ops_s']:,.0f} | "
+                f"{100 * r['cpu_process']:.0f}% | {100 * r['cpu_poll_thread']:.0f}% | "
+                f"{r['cpu_us_per_op']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -199,9 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.only != "depth":
             data["poll"] = {"default 50 us slack": poll_sweep(args.seconds * 2.5, args.repeats)}
             if not args.no_slack_curve:
-                p = subprocess.run([sys.executable, __file__, "--timerslack-ns", "1", "--seconds",
-                                    str(args.seconds * 2.5), "--repeats", str(args.repeats)],
-                                   capture_output=True, text=True, check=True)
+                p = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--timerslack-ns",
+                        "1",
+                        "--seconds",
+                        str(args.seconds * 2.5),
+                        "--repeats",
+                        str(args.repeats),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 data["poll"]["1 ns slack"] = json.loads(p.stdout)
         data["machine_after"] = _speed.machine_info()["loadavg"]
     if args.json:

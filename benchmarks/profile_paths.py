@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     threading.setprofile(None)  # type: ignore[arg-type]
     for p in profs:
         p.disable()
-    print(f"{args.alg} {args.api}@{args.depth}: {args.ops} ops in {wall:.2f} s "
-          f"({args.ops / wall:,.0f}/s{' under cProfile' if not args.no_cprofile else ''}; "
-          f"{len(profs)} other Python threads profiled)")
+    print(
+        f"{args.alg} {args.api}@{args.depth}: {args.ops} ops in {wall:.2f} s "
+        f"({args.ops / wall:,.0f}/s{' under cProfile' if not args.no_cprofile else ''}; "
+        f"{len(profs)} other Python threads profiled)"
+    )
     if args.no_cprofile:
         return 0
     st = pstats.Stats(main_prof)
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             pass  # a thread that never ran Python code under the profiler
     st.sort_stats(args.sort)
     rows = []
-    for func, (cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+    for func, (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
         rows.append((tt if args.sort == "tottime" else ct, nc, tt, ct, func))
     rows.sort(reverse=True)
     total = sum(r[2] for r in rows)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import MATRIX
 
 import qatpy
 from qatpy import _speed
@@ -39,8 +40,16 @@ def engine(request: pytest.FixtureRequest) -> Iterator[qatpy.Engine]:
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize("api", _speed.APIS)
 @pytest.mark.parametrize("alg", ALGS)
-def test_sign_throughput(benchmark: Any, engine: qatpy.Engine, alg: str, api: str, depth: int,
-                         key_for: Any, openssl_for: Any, request: pytest.FixtureRequest) -> None:
+def test_sign_throughput(
+    benchmark: Any,
+    engine: qatpy.Engine,
+    alg: str,
+    api: str,
+    depth: int,
+    key_for: Any,
+    openssl_for: Any,
+    request: pytest.FixtureRequest,
+) -> None:
     """Signs/s and latency of one API at one depth, beside the direct loop."""
     key = key_for(alg)
     qk = engine.wrap_key(key)
@@ -56,10 +65,21 @@ def test_sign_throughput(benchmark: Any, engine: qatpy.Engine, alg: str, api: st
     base = (b1.ops + b2.ops) / (b1.seconds + b2.seconds)
     rate = n / benchmark.stats.stats.median
     ossl = openssl_for(alg)
-    benchmark.extra_info.update({
-        "alg": alg, "backend": engine.backend, "api": api, "depth": depth, "ops_per_round": n,
-        "ops_per_s": rate, "ops_per_s_mean": n / benchmark.stats.stats.mean,
-        "baseline_ops_per_s": base, "ratio": rate / base,
-        "openssl_ops_per_s": ossl, "ratio_openssl": rate / ossl if ossl else None,
-        "p50_us": float(np.percentile(lat, 50)) * 1e6, "p99_us": float(np.percentile(lat, 99)) * 1e6,
-    })
+    benchmark.extra_info.update(
+        {
+            "alg": alg,
+            "backend": engine.backend,
+            "api": api,
+            "depth": depth,
+            "ops_per_round": n,
+            "ops_per_s": rate,
+            "ops_per_s_mean": n / benchmark.stats.stats.mean,
+            "baseline_ops_per_s": base,
+            "ratio": rate / base,
+            "openssl_ops_per_s": ossl,
+            "ratio_openssl": rate / ossl if ossl else None,
+            "p50_us": float(np.percentile(lat, 50)) * 1e6,
+            "p99_us": float(np.percentile(lat, 99)) * 1e6,
+        }
+    )
+    MATRIX.append(dict(benchmark.extra_info))
