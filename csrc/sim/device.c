@@ -52,6 +52,20 @@ static int g_tm_quit;
 static pthread_t g_timer;
 static int g_timer_running;
 
+/*
+ * fork (facts 5.1, 5.3, pitfall 7).  A forked child has none of the
+ * device's threads (workers, timer) and must not use the parent's
+ * instances or DMA.  The child handler re-initialises every lock (their
+ * owners may not exist in the child) and bumps g_fork_gen; instances of an
+ * older generation resolve to nothing (bad_handle), and the child's
+ * icp_sal_userStart, like qatlib's from a new pid, first drops the parent's
+ * library state without joining threads that are not there, then starts
+ * fresh workers.  Dropped jobs are leaked, not freed: their lists may have
+ * been mid-update in the parent.
+ */
+static atomic_uint g_fork_gen;
+static atomic_uint g_start_gen; /* generation of the current start */
+
 void sim_life_lock(void)
 {
     pthread_mutex_lock(&g_life);
@@ -92,14 +106,89 @@ static void inst_once(void)
     }
 }
 
+static void init_locks(void)
+{
+    pthread_mutex_init(&g_life, NULL);
+    pthread_mutex_init(&g_wq_mu, NULL);
+    pthread_mutex_init(&g_tm_mu, NULL);
+    pthread_cond_init(&g_wq_cv, &g_mono_attr);
+    pthread_cond_init(&g_tm_cv, &g_mono_attr);
+    for (int i = 0; i < SIM_MAX_INSTANCES; i++) {
+        sim_inst *in = &g_inst[i];
+        pthread_rwlock_init(&in->state, NULL);
+        pthread_mutex_init(&in->poll_mu, NULL);
+        pthread_mutex_init(&in->list_mu, NULL);
+        pthread_mutex_init(&in->eng_mu, NULL);
+    }
+}
+
+static void atfork_child(void)
+{
+    atomic_fetch_add(&g_fork_gen, 1);
+    tl_polling = NULL;
+    if (pthread_once(&g_inst_once, inst_once) == 0)
+        init_locks();
+    sim_replay_atfork_child();
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
+static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+
 static void ensure_init(void)
 {
     sim_init_once();
     pthread_once(&g_inst_once, inst_once);
+    pthread_once(&g_atfork_once, register_atfork);
+}
+
+/* In a fork child, before its own start: forget the parent's device.  No
+ * join (those threads do not exist here), no free (see above). */
+static void fork_reset(void)
+{
+    int n = atomic_load(&g_ninst);
+    for (int i = 0; i < SIM_MAX_INSTANCES; i++) {
+        sim_inst *in = &g_inst[i];
+        atomic_store(&in->live, 0);
+        atomic_store(&in->started, 0);
+        atomic_store(&in->inflight, 0);
+        atomic_store(&in->restarting, 0);
+        atomic_store(&in->v2p, NULL);
+        in->head = in->tail = in->lost = NULL;
+        in->epoch++;
+        if (i < n && in->efd >= 0)
+            close(in->efd); /* our copy of the fd; the parent's stays open */
+        in->efd = -1;
+        in->mode = CPA_INST_RX_NOTIFY_NONE;
+        in->restart_phase = 0;
+        in->notify_cb = NULL;
+        in->notify_tag = NULL;
+    }
+    atomic_store(&g_ninst, 0);
+    g_wq_head = g_wq_tail = NULL;
+    g_nworkers = 0;
+    g_timer_running = 0;
+    g_heap = NULL;
+    g_heap_n = g_heap_cap = 0;
+    atomic_store(&g_inflight, 0);
+    g_refcount = 0;
+    ctr_add(C_FORK_RESETS, 1);
+}
+
+static int from_parent(void)
+{
+    return atomic_load_explicit(&g_start_gen, memory_order_relaxed) !=
+           atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
 }
 
 sim_inst *sim_resolve(CpaInstanceHandle h)
 {
+    /* The parent's instances in a fork child: gone. */
+    if (from_parent())
+        return NULL;
     if (h == CPA_INSTANCE_HANDLE_SINGLE) {
         sim_inst *first = &g_inst[0];
         return atomic_load(&g_ninst) > 0 && atomic_load(&first->live) ? first : NULL;
@@ -741,6 +830,8 @@ CpaStatus icp_sal_userStart(const char *pProcessName)
     if (pProcessName == NULL || pProcessName[0] == '\0' || strlen(pProcessName) > 127)
         return CPA_STATUS_INVALID_PARAM;
     pthread_mutex_lock(&g_life);
+    if (g_refcount > 0 && from_parent())
+        fork_reset(); /* a start from a new pid resets the library state first */
     if (g_refcount > 0) {
         CpaStatus st = CPA_STATUS_FAIL;
         if (g_refcount < 64) {
@@ -798,6 +889,7 @@ CpaStatus icp_sal_userStart(const char *pProcessName)
     }
     atomic_store(&g_ninst, n);
     g_refcount = 1;
+    atomic_store(&g_start_gen, atomic_load(&g_fork_gen));
     ctr_add(C_USER_STARTS, 1);
     pthread_mutex_unlock(&g_life);
     return CPA_STATUS_SUCCESS;
@@ -813,6 +905,8 @@ CpaStatus icp_sal_userStop(void)
 {
     ensure_init();
     pthread_mutex_lock(&g_life);
+    if (g_refcount > 0 && from_parent())
+        fork_reset(); /* the parent's start is not this process's to stop */
     if (g_refcount == 0) {
         pthread_mutex_unlock(&g_life);
         return CPA_STATUS_FAIL;

@@ -92,6 +92,7 @@ static const char *const k_rule_names[R_COUNT] = {
     [R_CAPABILITY] = "capability",
     [R_RESTARTING] = "restarting",
     [R_POLL_REENTRANT] = "poll_reentrant",
+    [R_DMA_INHERITED] = "dma_inherited",
 };
 
 static const char *const k_ctr_names[C_COUNT] = {
@@ -114,16 +115,18 @@ static const char *const k_ctr_names[C_COUNT] = {
     [C_NOTIFY_RESTARTING] = "notify.restarting",
     [C_NOTIFY_RESTARTED] = "notify.restarted",
     [C_USER_STARTS] = "user_starts",
+    [C_FORK_RESETS] = "fork_resets",
 };
 
 /* Read-only values computed on demand. */
 enum { D_INFLIGHT, D_STARTED, D_INSTANCES_LIVE, D_REPLAY_ENTRIES, D_MEM_LIVE_ALLOCS,
        D_MEM_LIVE_BYTES, D_MEM_TOTAL_ALLOCS, D_MEM_ALLOC_REFUSED, D_MEM_FREED_WIPED,
-       D_MEM_FREED_UNWIPED, D_MEM_KEY_FREED_UNWIPED, D_MEM_BAD_FREE, D_COUNT };
+       D_MEM_FREED_UNWIPED, D_MEM_KEY_FREED_UNWIPED, D_MEM_BAD_FREE, D_MEM_FREE_INHERITED,
+       D_COUNT };
 static const char *const k_derived_names[D_COUNT] = {
     "inflight", "started", "instances_live", "replay.entries", "mem.live_allocs",
     "mem.live_bytes", "mem.total_allocs", "mem.alloc_refused", "mem.freed_wiped",
-    "mem.freed_unwiped", "mem.key_freed_unwiped", "mem.bad_free",
+    "mem.freed_unwiped", "mem.key_freed_unwiped", "mem.bad_free", "mem.free_inherited",
 };
 
 /* "fault.<kind>.ppm" / "fault.<kind>.next", "refused.<rule>", "faults.<kind>" */
@@ -294,6 +297,7 @@ static long long derived(int d)
     case D_MEM_FREED_WIPED: return ms.freed_wiped;
     case D_MEM_FREED_UNWIPED: return ms.freed_unwiped;
     case D_MEM_KEY_FREED_UNWIPED: return ms.key_freed_unwiped;
+    case D_MEM_FREE_INHERITED: return ms.free_inherited;
     default: return ms.bad_free;
     }
 }

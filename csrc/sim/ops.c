@@ -95,7 +95,7 @@ typedef struct {
 
 static void add_range(ranges *rs, const CpaFlatBuffer *fb, int is_key)
 {
-    rs->r[rs->n++] = (qatpy_simmem_range){fb->pData, fb->dataLenInBytes, is_key, 0};
+    rs->r[rs->n++] = (qatpy_simmem_range){fb->pData, fb->dataLenInBytes, is_key, 0, 0};
 }
 
 static CpaStatus dma_check(sim_inst *in, ranges *rs)
@@ -108,8 +108,10 @@ static CpaStatus dma_check(sim_inst *in, ranges *rs)
             if (v2p((void *)(uintptr_t)rs->r[i].p) == 0)
                 return refuse(R_DMA, CPA_STATUS_FAIL);
     }
-    if (qatpy_simmem_check(rs->r, rs->n) >= 0)
-        return refuse(R_DMA, CPA_STATUS_FAIL);
+    int bad = qatpy_simmem_check(rs->r, rs->n);
+    if (bad >= 0)
+        /* In a fork child the parent's DMA is unmapped on real hardware. */
+        return refuse(rs->r[bad].inherited ? R_DMA_INHERITED : R_DMA, CPA_STATUS_FAIL);
     return CPA_STATUS_SUCCESS;
 }
 

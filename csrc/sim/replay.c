@@ -28,6 +28,13 @@ static pthread_rwlock_t g_lock = PTHREAD_RWLOCK_INITIALIZER;
 static centry *g_buckets[REPLAY_BUCKETS];
 static long long g_count;
 
+/* fork child: the lock may have been held by a thread that is gone; the
+ * entries themselves stay valid (written only under the write lock). */
+void sim_replay_atfork_child(void)
+{
+    pthread_rwlock_init(&g_lock, NULL);
+}
+
 /* Fields that identify the request: all of them, except k for ECDSA sign
  * when replay.ecdsa_ignore_k is set (k is always the last sign field). */
 static int key_fields(const sim_job *job)

@@ -90,6 +90,7 @@ enum sim_rule {
     R_CAPABILITY,
     R_RESTARTING,
     R_POLL_REENTRANT,
+    R_DMA_INHERITED,
     R_COUNT
 };
 
@@ -113,6 +114,7 @@ enum sim_counter {
     C_NOTIFY_RESTARTING,
     C_NOTIFY_RESTARTED,
     C_USER_STARTS,
+    C_FORK_RESETS,
     C_COUNT
 };
 
@@ -233,5 +235,6 @@ void sim_job_hash(sim_job *job);
 int sim_replay_lookup(sim_job *job);
 void sim_replay_insert(const sim_job *job);
 void sim_replay_clear(void);
+void sim_replay_atfork_child(void);
 
 #endif /* QATPY_SIM_H */

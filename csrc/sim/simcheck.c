@@ -2,7 +2,7 @@
  * Stand-alone driver for the simulated device, for sanitizer builds: runs
  * every pipeline path (async, sync, sync timeout, latency timer, lost
  * response + stop, restart cycle, event mode, replay, teardown with work
- * still queued) without Python in the process, so LeakSanitizer's report is
+ * still queued, fork) without Python in the process, so LeakSanitizer's report is
  * about the device alone.  Exit status 0 = all checks held.
  *
  *   python csrc/sim/build.py --asan --out /tmp/simasan --check
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -303,6 +304,71 @@ int main(void)
         CHECK(poll(&pfd, 1, 0) == 0);
         CHECK(icp_sal_userStop() == CPA_STATUS_SUCCESS);
         rsa_req_free(&rr);
+    }
+
+    /* 5. fork with work in flight: the child cannot use the parent's
+     *    instances or DMA, starts its own device, signs, exits cleanly; the
+     *    parent's device is unaffected. */
+    {
+        CHECK(qatpy_sim_reset() == 0);
+        set("latency_ns", 20000000);
+        CpaInstanceHandle h = start_device();
+        rsa_req_init(&rr);
+        sign_req_init(&sr);
+        atomic_store(&g_done, 0);
+        atomic_store(&g_fail, 0);
+        for (int i = 0; i < 4; i++)
+            CHECK(cpaCyRsaDecrypt(h, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_SUCCESS);
+        long long parent_live = get("mem.live_allocs");
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            /* CHECK exits 1 in the child too; _exit keeps LeakSanitizer off
+             * the parent's jobs, which the child drops without freeing. */
+            CHECK(get("mem.live_allocs") == 0);
+            CHECK(cpaCyRsaDecrypt(h, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_INVALID_PARAM);
+            CHECK(get("refused.bad_handle") == 1);
+            CHECK(qaeVirtToPhysNUMA(rr.out.pData) == 0);
+            set("latency_ns", 0);
+            CpaInstanceHandle h2 = start_device(); /* resets, fresh worker threads */
+            CHECK(get("fork_resets") == 1 && get("started") == 1 && get("inflight") == 0);
+            CHECK(cpaCyRsaDecrypt(h2, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_FAIL);
+            CHECK(get("refused.dma_inherited") == 1);
+            CpaFlatBuffer inherited = rr.out;
+            qaeMemFreeNUMA((void **)&inherited.pData); /* counted no-op */
+            CHECK(get("mem.free_inherited") == 1 && inherited.pData == rr.out.pData);
+            rsa_req crr;
+            sign_req csr;
+            rsa_req_init(&crr);
+            sign_req_init(&csr);
+            atomic_store(&g_done, 0);
+            for (int i = 0; i < 3; i++) {
+                CHECK(cpaCyRsaDecrypt(h2, rsa_cb, NULL, &crr.op, &crr.out) == CPA_STATUS_SUCCESS);
+                CHECK(cpaCyEcdsaSignRS(h2, sign_cb, NULL, &csr.op, &csr.status, &csr.r, &csr.s) ==
+                      CPA_STATUS_SUCCESS);
+            }
+            poll_until(h2, 6);
+            CHECK(atomic_load(&g_fail) == 0);
+            CHECK(cpaCyStopInstance(h2) == CPA_STATUS_SUCCESS);
+            CHECK(icp_sal_userStop() == CPA_STATUS_SUCCESS);
+            rsa_req_free(&crr);
+            sign_req_free(&csr);
+            CHECK(get("mem.live_allocs") == 0);
+            _exit(0);
+        }
+        int st = -1;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        /* the parent's in-flight work completes as if nothing happened */
+        poll_until(h, 4);
+        CHECK(atomic_load(&g_fail) == 0);
+        CHECK(get("fork_resets") == 0 && get("refused.dma_inherited") == 0);
+        CHECK(get("mem.live_allocs") == parent_live && get("mem.free_inherited") == 0);
+        CHECK(icp_sal_userStop() == CPA_STATUS_SUCCESS);
+        rsa_req_free(&rr);
+        sign_req_free(&sr);
     }
 
     CHECK(get("mem.live_allocs") == 0 && get("mem.live_bytes") == 0);

@@ -16,6 +16,7 @@ typedef struct {
     size_t len;      /* in: number of bytes, > 0 */
     int is_key;      /* in: the block holds key material from now on */
     uint64_t serial; /* out: serial number of the block holding [p, p+len) */
+    int inherited;   /* out: the range is in a block the parent allocated (fork child) */
 } qatpy_simmem_range;
 
 /* All ranges inside one live block each?  Fills serial.  Returns -1 if so,
@@ -35,6 +36,7 @@ typedef struct {
     long long freed_unwiped;
     long long key_freed_unwiped;
     long long bad_free;
+    long long free_inherited; /* frees of a parent's block in a fork child (no-ops) */
 } qatpy_simmem_stats;
 
 void qatpy_simmem_stats_get(qatpy_simmem_stats *out);

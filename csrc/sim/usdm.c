@@ -10,6 +10,16 @@
  * Invariant: g_blocks[0..g_n) is sorted by start and the blocks never
  * overlap, so "which block holds p" is one binary search under the read
  * lock.  Block records are only freed under the write lock.
+ *
+ * fork (facts 5.3, pitfall 7): real USDM slabs are MADV_DONTFORK, so in a
+ * child the parent's blocks are not mapped (touching them is SIGSEGV).  We
+ * keep them mapped (a crash would hide which code touched them) but dead:
+ * each block records the fork generation it was allocated in; in a child,
+ * qaeVirtToPhysNUMA gives 0 for them, qatpy_simmem_check flags them
+ * `inherited` (the device refuses the op, refused.dma_inherited), and
+ * freeing one is a counted no-op (mem.free_inherited).  The lock is held
+ * across fork() so the child gets a consistent table, and the live counts
+ * start from zero in the child.
  */
 #define _GNU_SOURCE
 #include <stdatomic.h>
@@ -32,6 +42,7 @@ typedef struct simmem_block {
     uint64_t serial;
     uint64_t iova;
     atomic_int key;
+    unsigned gen;               /* fork generation it was allocated in */
     struct simmem_block *qnext; /* quarantine list link */
 } simmem_block;
 
@@ -50,6 +61,30 @@ static int g_qcount;
 
 static atomic_llong s_live_allocs, s_live_bytes, s_total_allocs, s_alloc_refused;
 static atomic_llong s_freed_wiped, s_freed_unwiped, s_key_freed_unwiped, s_bad_free;
+static atomic_llong s_free_inherited;
+/* Bumped in every fork child; blocks of an older generation are the parent's. */
+static atomic_uint g_gen;
+
+static void atfork_prepare(void) { pthread_rwlock_wrlock(&g_lock); }
+static void atfork_parent(void) { pthread_rwlock_unlock(&g_lock); }
+static void atfork_child(void)
+{
+    /* Only the forking thread exists here, and it holds g_lock: start over. */
+    pthread_rwlock_init(&g_lock, NULL);
+    atomic_fetch_add(&g_gen, 1);
+    atomic_store(&s_live_allocs, 0);
+    atomic_store(&s_live_bytes, 0);
+}
+
+__attribute__((constructor)) static void simmem_init(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static int inherited(const simmem_block *b)
+{
+    return b->gen != atomic_load_explicit(&g_gen, memory_order_relaxed);
+}
 
 /* Index of the block with the largest start <= p, or g_n if none.  Caller
  * holds g_lock. */
@@ -104,6 +139,7 @@ void *qaeMemAllocNUMA(size_t size, int node, size_t phys_alignment_byte)
     }
     b->start = (uintptr_t)mem;
     b->size = size;
+    b->gen = atomic_load(&g_gen);
     atomic_init(&b->key, 0);
 
     pthread_rwlock_wrlock(&g_lock);
@@ -151,6 +187,12 @@ static void free_common(void **ptr, int wipe)
     int bkey = 0;
     pthread_rwlock_wrlock(&g_lock);
     size_t i = find_floor(p);
+    if (i != g_n && g_blocks[i]->start == p && inherited(g_blocks[i])) {
+        /* The parent's block in a fork child: not ours to free. */
+        pthread_rwlock_unlock(&g_lock);
+        atomic_fetch_add_explicit(&s_free_inherited, 1, memory_order_relaxed);
+        return;
+    }
     if (i != g_n && g_blocks[i]->start == p) {
         b = g_blocks[i];
         memmove(&g_blocks[i], &g_blocks[i + 1], (g_n - i - 1) * sizeof(*g_blocks));
@@ -210,7 +252,7 @@ uint64_t qaeVirtToPhysNUMA(void *pVirtAddr)
     uint64_t r = 0;
     pthread_rwlock_rdlock(&g_lock);
     simmem_block *b = find_containing((uintptr_t)pVirtAddr, 1);
-    if (b != NULL)
+    if (b != NULL && !inherited(b))
         r = b->iova + ((uintptr_t)pVirtAddr - b->start);
     pthread_rwlock_unlock(&g_lock);
     return r;
@@ -251,7 +293,8 @@ int qatpy_simmem_check(qatpy_simmem_range *ranges, int n)
     for (int i = 0; i < n; i++) {
         simmem_block *b = ranges[i].len == 0 ? NULL
                                              : find_containing((uintptr_t)ranges[i].p, ranges[i].len);
-        if (b == NULL) {
+        ranges[i].inherited = b != NULL && inherited(b);
+        if (b == NULL || ranges[i].inherited) {
             bad = i;
             break;
         }
@@ -288,6 +331,7 @@ void qatpy_simmem_stats_get(qatpy_simmem_stats *out)
     out->freed_unwiped = atomic_load(&s_freed_unwiped);
     out->key_freed_unwiped = atomic_load(&s_key_freed_unwiped);
     out->bad_free = atomic_load(&s_bad_free);
+    out->free_inherited = atomic_load(&s_free_inherited);
 }
 
 void qatpy_simmem_stats_reset(void)
@@ -298,6 +342,7 @@ void qatpy_simmem_stats_reset(void)
     atomic_store(&s_freed_unwiped, 0);
     atomic_store(&s_key_freed_unwiped, 0);
     atomic_store(&s_bad_free, 0);
+    atomic_store(&s_free_inherited, 0);
 }
 
 void qatpy_simmem_set_quarantine(int on)
