@@ -20,12 +20,13 @@ class build_ext_with_sim(build_ext):
 
     def run(self):
         super().run()
-        sys.path.insert(0, os.path.join(HERE, "csrc", "sim"))
+        sys.path[:0] = [os.path.join(HERE, "csrc", "sim"), os.path.join(HERE, "csrc")]
         try:
             from build import build_sim  # csrc/sim/build.py
+            from build_native import SANITIZE_FLAGS  # QATPY_SANITIZE, shared with the extension
         finally:
-            sys.path.pop(0)
-        self._sim_outputs = build_sim(self._sim_dir())
+            del sys.path[:2]
+        self._sim_outputs = build_sim(self._sim_dir(), extra_cflags=SANITIZE_FLAGS, extra_ldflags=SANITIZE_FLAGS)
 
     def get_outputs(self):
         return super().get_outputs() + list(getattr(self, "_sim_outputs", []))

@@ -252,6 +252,15 @@ class Device:
         m.lib.qatpy_stats(self._ptr, s)
         return {name: int(getattr(s, name)) for name, _ in m.ffi.typeof("qatpy_stats_t").fields}
 
+    def set_verify(self, enabled: bool) -> int:
+        return int(self._m.lib.qatpy_device_set_verify(self._ptr, 1 if enabled else 0))
+
+    def set_deadline(self, deadline_ns: int) -> int:
+        return int(self._m.lib.qatpy_device_set_deadline(self._ptr, deadline_ns))
+
+    def instance_healthy(self, index: int) -> int:
+        return int(self._m.lib.qatpy_instance_healthy(self._ptr, index))
+
     def shutdown(self, timeout_ns: int) -> None:
         self._m.lib.qatpy_device_shutdown(self._ptr, timeout_ns)
 

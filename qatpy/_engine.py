@@ -28,6 +28,10 @@ POLL_MODES = ("timer", "busy", "event", "manual")
 
 #: Default sleep of the poll thread after an empty poll, in seconds.
 DEFAULT_POLL_DELAY = 20e-6
+#: Default per-operation deadline on the device, in seconds: an operation
+#: unanswered by then is re-run in software (or failed, with fallback="never")
+#: and its instance is routed around until it answers again.
+DEFAULT_DEADLINE = 5.0
 #: Default time close() waits for in-flight work before failing it.
 DEFAULT_CLOSE_TIMEOUT = 10.0
 
@@ -94,6 +98,8 @@ class Engine:
         libusdm: str | os.PathLike[str] | None = None,
         sim: Mapping[str, int] | None = None,
         fallback: str = "on_error",
+        verify: bool = True,
+        deadline: float | timedelta | None = DEFAULT_DEADLINE,
     ) -> None:
         if backend is None:
             backend = os.environ.get("QATPY_BACKEND", "").strip().lower() or "auto"
@@ -109,6 +115,11 @@ class Engine:
         if not isinstance(poll_mode, str) or poll_mode not in POLL_MODES:
             raise ValueError(f"poll_mode must be one of {', '.join(POLL_MODES)}, got {poll_mode!r}")
         self.poll_delay = _seconds(poll_delay, "poll_delay")
+        if not isinstance(verify, bool):
+            raise TypeError(f"verify must be True or False, not {type(verify).__name__}")
+        self.deadline = None if deadline is None else _seconds(deadline, "deadline")
+        if self.deadline == 0:
+            raise ValueError("deadline must be > 0 seconds, or None for no deadline")
         self.poll_mode = poll_mode
         threads = _positive_int(threads, "threads")
         instances = _positive_int(instances, "instances")
@@ -152,6 +163,8 @@ class Engine:
                     sim_knobs=dict(sim or {}),
                     fallback=fallback,
                     software=self._software,
+                    verify=verify,
+                    deadline=self.deadline,
                 )
             except QatUnavailableError as exc:
                 if backend != "auto":

@@ -269,6 +269,8 @@ class QatBackend:
         sim_knobs: dict[str, int],
         fallback: str = "on_error",
         software: Any = None,
+        verify: bool = True,
+        deadline: float | None = None,
     ) -> None:
         global _runtime
         self.name = "sim" if sim else "qat"
@@ -338,6 +340,10 @@ class QatBackend:
                     if not _binding.sim_set(k, v):
                         raise ValueError(f"unknown or invalid simulator knob {k}={v}")
                 rt.device.set_poll(POLL_MODE[poll_mode], int(poll_delay * 1e9))
+            # Verification and deadlines are device-wide: the most recent
+            # engine's settings apply (like the poll settings).
+            rt.device.set_verify(verify)
+            rt.device.set_deadline(0 if deadline is None else max(1, int(deadline * 1e9)))
             rt.refs += 1
         self._rt = rt
 
@@ -604,6 +610,11 @@ class QatBackend:
             "libraries": list(self.libraries),
             "device": rt.device.stats() if rt.device._ptr is not None else {},
             "per_instance_completed": dict(sorted(rt.per_instance.items())),
+            "instance_healthy": [
+                rt.device.instance_healthy(i) == 1 for i in range(rt.device.stats()["num_instances"])
+            ]
+            if rt.device._ptr is not None
+            else [],
         }
         if rt.is_sim:
             sim: dict[str, int] = {}

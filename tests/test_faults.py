@@ -126,3 +126,59 @@ def test_rsa_device_errors_fall_back(rsa_keys):
         msgs = [b"p%d" % i for i in range(10)]
         assert key.sign_many(msgs, *PKCS) == [raw.sign(m, *PKCS) for m in msgs]
         assert eng.stats()["fallbacks"] == {"device_error": 2}
+
+
+def test_wrong_rsa_result_never_delivered(rsa_keys):
+    """A device that returns a wrong RSA result with SUCCESS (fault attack) is caught in C and re-signed."""
+    raw = rsa_keys[2048]
+    with qatpy.Engine("sim", sim={"fault.rsa_bitflip.next": 3}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"v%d" % i for i in range(20)]
+        assert key.sign_many(msgs, *PKCS) == [raw.sign(m, *PKCS) for m in msgs]
+        st = eng.stats()
+        assert st["fallbacks"] == {"verify_failed": 3}
+        assert st["device"]["verify_failures"] == 3
+
+
+def test_without_verify_the_fault_would_reach_the_caller(rsa_keys):
+    """With verify=False the same fault hands back a bad signature: the check is what protects callers."""
+    raw = rsa_keys[2048]
+    with qatpy.Engine("sim", verify=False, sim={"fault.rsa_bitflip.next": 1}) as eng:
+        key = eng.wrap_key(raw)
+        sig = key.sign(b"m", *PKCS)
+        assert sig != raw.sign(b"m", *PKCS)
+        assert eng.stats()["device"]["verify_failures"] == 0
+
+
+def test_verify_failure_typed_with_fallback_never(rsa_keys):
+    """Under fallback='never' a result that fails verification raises VerificationError."""
+    raw = rsa_keys[2048]
+    with qatpy.Engine("sim", fallback="never", sim={"fault.rsa_bitflip.next": 1}) as eng:
+        with pytest.raises(qatpy.VerificationError):
+            eng.wrap_key(raw).sign(b"m", *PKCS)
+
+
+def test_lost_response_hits_deadline_and_falls_back(ec_keys):
+    """A response that never comes is settled at its deadline in software; the instance rejoins after answering."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", deadline=0.2, sim={"fault.lost.next": 2}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"l%d" % i for i in range(10)]
+        _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))
+        st = eng.stats()
+        assert st["fallbacks"] == {"deadline": 2}
+        assert st["device"]["timeouts"] == 2
+        _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))  # served by the device again
+        st = eng.stats()
+        assert st["fallbacks"] == {"deadline": 2} and st["instance_healthy"] == [True]
+
+
+def test_lost_response_typed_with_fallback_never(ec_keys):
+    """Under fallback='never' a missed deadline raises DeadlineExceededError on that future only."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", fallback="never", deadline=0.2, sim={"fault.lost.next": 1}) as eng:
+        key = eng.wrap_key(raw)
+        futs = [key.sign_future(b"d%d" % i, ECDSA) for i in range(5)]
+        cf.wait(futs, timeout=10)
+        errors = [f.exception() for f in futs if f.exception() is not None]
+        assert len(errors) == 1 and isinstance(errors[0], qatpy.DeadlineExceededError)
