@@ -35,6 +35,8 @@ FAULT_KINDS = (
     "submit_unsupported",
     "cb_fail",
     "ecdsa_mult_false",
+    "rsa_bitflip",
+    "lost",
     "poll_fail",
     "restart",
 )
@@ -54,6 +56,7 @@ def run_soak(
     """Run `ops` signatures under faults; return the report (see module doc)."""
     knobs = {f"fault.{k}.ppm": ppm for k in FAULT_KINDS}
     knobs["fault.restart.ppm"] = max(1, ppm // 200)  # resets are rare, and each lasts restart_ms
+    knobs["fault.lost.ppm"] = max(1, ppm // 20)  # each lost answer costs a deadline wait
     knobs.update({"seed": seed, "instances": 2, "restart_ms": 5})
     knobs.update(extra_faults or {})
     ek = ec.generate_private_key(ec.SECP256R1())
@@ -94,7 +97,9 @@ def run_soak(
             report["ok" if ok else "wrong_signatures"] += 1
 
     t0 = time.monotonic()
-    with Engine("sim", sim=knobs, **(engine_options or {})) as eng:
+    options: dict[str, Any] = {"deadline": 0.25}  # lost answers settle quickly
+    options.update(engine_options or {})
+    with Engine("sim", sim=knobs, **options) as eng:
         qe, qr = eng.wrap_key(ek), eng.wrap_key(rk)
         per_worker = ops // (threads + 1)
 

@@ -305,6 +305,10 @@ uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns)
 
 /* ---- instance reservation ----------------------------------------------- */
 
+/* How long an instance that answered RETRY is left alone when none of its
+ * requests completes in the meantime (1 ms: a ring drains far sooner). */
+#define QPS_RETRY_HOLD_NS 1000000ULL
+
 /* Least loaded healthy instance under the cap; an instance that answered
  * RETRY is skipped until one of its requests completes (or it is empty).
  * Ties rotate so equal instances share the load.  Returns with one unit of
@@ -333,7 +337,12 @@ static struct qps_inst *reserve(struct qatpy_device *dev, bool *any_healthy)
                 continue;
             *any_healthy = true;
             uint32_t load = atomic_load(&inst->inflight);
-            bool open = load < dev->cap && !(load > 0 && atomic_load(&inst->full));
+            /* After a RETRY, wait for one of the instance's requests to
+             * complete -- but not forever: the requests still counted in
+             * its load may be zombies whose answers never come. */
+            bool full = load > 0 && atomic_load(&inst->full) &&
+                        qps_now_ns() - atomic_load(&inst->full_ns) < QPS_RETRY_HOLD_NS;
+            bool open = load < dev->cap && !full;
             if (atomic_load_explicit(&inst->timed_out, memory_order_relaxed)) {
                 uint64_t f = atomic_load_explicit(&inst->last_fail_ns, memory_order_relaxed);
                 if (open && f < probe_fail) {
@@ -757,6 +766,7 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
     qps_inst_release(inst, req);
     if (st == CPA_STATUS_RETRY) {
         /* Ring full: nothing was queued and no callback will come. */
+        atomic_store(&inst->full_ns, qps_now_ns());
         atomic_store(&inst->full, 1);
         atomic_fetch_add(&dev->st.ring_retries, 1);
         if (req->op == QPS_OP_ECDSA)

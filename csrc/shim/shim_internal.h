@@ -251,7 +251,8 @@ struct qps_inst {
     _Atomic int fatal;
     _Atomic int timed_out;     /* a request missed its deadline here; cleared by any answer / RESTARTED */
     _Atomic uint32_t inflight; /* requests on the device (incl. ones being submitted) */
-    _Atomic int full;          /* device said RETRY; skip while inflight > 0 */
+    _Atomic int full;          /* device said RETRY; skip while inflight > 0 ... */
+    _Atomic uint64_t full_ns;  /* ... for at most QPS_RETRY_HOLD_NS after it said so */
     int event_fd;              /* qatlib's fd in EVENT mode, else -1 */
     bool event_mode;           /* SetResponseMode(BY_EVENT) succeeded */
     uint8_t *curve_dma;        /* QPS_NUM_CURVES * QPS_CURVE_BLOCK */
