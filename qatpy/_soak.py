@@ -97,7 +97,7 @@ def run_soak(
             report["ok" if ok else "wrong_signatures"] += 1
 
     t0 = time.monotonic()
-    options: dict[str, Any] = {"deadline": 0.25}  # lost answers settle quickly
+    options: dict[str, Any] = {"deadline": 0.5}  # lost answers settle quickly
     options.update(engine_options or {})
     with Engine("sim", sim=knobs, **options) as eng:
         qe, qr = eng.wrap_key(ek), eng.wrap_key(rk)

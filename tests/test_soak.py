@@ -12,7 +12,8 @@ def test_short_fault_soak():
     assert (r["lost"], r["duplicated"], r["wrong_signatures"]) == (0, 0, 0), r
     assert r["ok"] == r["ops"], r  # every fault was absorbed: fallback or retry, never surfaced
     assert all(r["faults_injected"][k] > 0 for k in FAULT_KINDS), r["faults_injected"]
-    # A lost answer costs one deadline, not a stalled instance.
-    assert r["fallbacks"].get("deadline", 0) <= 2 * r["faults_injected"]["lost"] + 5, r
+    # A lost answer costs its own deadline, never a stalled instance (which
+    # sent most operations to their deadlines before the RETRY hold was bounded).
+    assert r["fallbacks"].get("deadline", 0) < 0.05 * r["ops"], r
     assert (r["leaked_dma_allocs"], r["key_freed_unwiped"], r["refused_non_dma"]) == (0, 0, 0), r
     assert r["rss_growth_after_warmup_kb"] < 64 * 1024, r
