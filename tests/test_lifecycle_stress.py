@@ -54,7 +54,7 @@ def test_close_with_10000_in_flight(backend, rsa_keys):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-@pytest.mark.parametrize("backend", ["software"])
+@pytest.mark.parametrize("backend", ["software", "sim"])
 def test_engine_after_fork(backend, ec_keys):
     """In a forked child the parent's engine raises EngineForkedError; a new engine in the child signs."""
     raw = ec_keys["secp256r1"]

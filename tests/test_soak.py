@@ -7,7 +7,17 @@ from qatpy._soak import FAULT_KINDS, run_soak
 
 def test_short_fault_soak():
     """20,000 operations under every fault kind: all resolve once, all verify, no DMA leaks, memory flat."""
-    r = run_soak(20_000, threads=3, ppm=20_000, extra_faults={"fault.restart.ppm": 500})
+    r = run_soak(
+        20_000,
+        threads=3,
+        ppm=20_000,
+        extra_faults={
+            "fault.restart.ppm": 500,
+            "fault.restart.next": 1,
+            "fault.lost.next": 1,
+            "fault.rsa_bitflip.next": 1,
+        },
+    )
     assert r["ops"] >= 19_000
     assert (r["lost"], r["duplicated"], r["wrong_signatures"]) == (0, 0, 0), r
     assert r["ok"] == r["ops"], r  # every fault was absorbed: fallback or retry, never surfaced
