@@ -61,13 +61,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr.section("qatpy: signs/s and latency per operation, beside the direct 1-thread loop")
     tr.write_line(
         f"{'alg':<10} {'backend':<9} {'api':<7} {'depth':>5} {'signs/s':>10} {'x direct':>8} "
-        f"{'x openssl':>9} {'p50 us':>9} {'p99 us':>9}"
+        f"{'x openssl':>9} {'p50 us':>9} {'p99 us':>9} {'others':>6}"
     )
     for e in sorted(MATRIX, key=lambda e: (e["alg"], e["backend"], e["api"], e["depth"])):
         ro = f"{e['ratio_openssl']:.2f}" if e.get("ratio_openssl") else "-"
         tr.write_line(
             f"{e['alg']:<10} {e['backend']:<9} {e['api']:<7} {e['depth']:>5} {e['ops_per_s']:>10,.0f} "
-            f"{e['ratio']:>8.2f} {ro:>9} {e['p50_us']:>9.0f} {e['p99_us']:>9.0f}"
+            f"{e['ratio']:>8.2f} {ro:>9} {e['p50_us']:>9.0f} {e['p99_us']:>9.0f} {e['other_processes_cores']:>6.2f}"
         )
 
 

@@ -239,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         data = {"machine": _speed.machine_info()}
         if args.only != "poll":
-            data["depth"] = depth_curves(args.algs.split(","), args.seconds)
+            with _speed.OthersMeter() as noise:
+                data["depth"] = depth_curves(args.algs.split(","), args.seconds)
+            data["depth_other_processes_cores"] = noise.others
+            print(f"depth curves: other processes used {noise.others:.2f} cores meanwhile", file=sys.stderr)
         if args.only != "depth":
             data["poll"] = {"default 50 us slack": poll_sweep(args.seconds * 2.5, args.repeats)}
             if not args.no_slack_curve:

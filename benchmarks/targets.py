@@ -290,7 +290,12 @@ def dma_steady(seconds: float) -> list[Row]:
     ]
 
 
-def run_all(seconds: float, repeats: int, progress: Callable[[str], None] = lambda s: None) -> list[Row]:
+GROUPS = ("software", "libcost", "saturation", "latency", "dma")
+
+
+def run_all(
+    seconds: float, repeats: int, progress: Callable[[str], None] = lambda s: None, only: tuple[str, ...] = GROUPS
+) -> list[Row]:
     from qatpy._engine import DEFAULT_POLL_DELAY
 
     rows: list[Row] = []
@@ -300,19 +305,24 @@ def run_all(seconds: float, repeats: int, progress: Callable[[str], None] = lamb
             rows.append(r)
             progress("  " + " | ".join(r.cells()) + (f" | {r.note}" if r.note else ""))
 
-    add(software_scaling("rsa2048", 1.85, seconds, repeats))
-    add(software_scaling("ecdsap256", 1.4, seconds, repeats))
-    add(library_cost("future", 2.5, seconds, repeats))
-    add(library_cost("async", 2.0, seconds, repeats))
-    add(library_cost("many", 7.0, seconds, repeats))
-    for api in ("pipeline", "future", "async"):
-        add(saturation(api, 2, 8, 1_000_000, seconds, repeats))
-    add(saturation("pipeline", 2, 64, 1_000_000, seconds, repeats))  # the example C = 128k/s
-    add(latency_target("timer", DEFAULT_POLL_DELAY, seconds, repeats))
-    add(latency_target("event", 0.0, seconds, repeats))
-    add(latency_target("timer", DEFAULT_POLL_DELAY, seconds, repeats, api="async"))
-    add(latency_target("event", 0.0, seconds, repeats, api="async"))
-    add(dma_steady(seconds))
+    if "software" in only:
+        add(software_scaling("rsa2048", 1.85, seconds, repeats))
+        add(software_scaling("ecdsap256", 1.4, seconds, repeats))
+    if "libcost" in only:
+        add(library_cost("future", 2.5, seconds, repeats))
+        add(library_cost("async", 2.0, seconds, repeats))
+        add(library_cost("many", 7.0, seconds, repeats))
+    if "saturation" in only:
+        for api in ("pipeline", "future", "async"):
+            add(saturation(api, 2, 8, 1_000_000, seconds, repeats))
+        add(saturation("pipeline", 2, 64, 1_000_000, seconds, repeats))  # the example C = 128k/s
+    if "latency" in only:
+        add(latency_target("timer", DEFAULT_POLL_DELAY, seconds, repeats))
+        add(latency_target("event", 0.0, seconds, repeats))
+        add(latency_target("timer", DEFAULT_POLL_DELAY, seconds, repeats, api="async"))
+        add(latency_target("event", 0.0, seconds, repeats, api="async"))
+    if "dma" in only:
+        add(dma_steady(seconds))
     return rows
 
 
@@ -348,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json"),
         help="where to write the rows (default benchmarks/results.json; '-' for none)",
     )
+    ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups among {', '.join(GROUPS)}")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
@@ -359,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     with _speed.OthersMeter() as noise:
-        rows = run_all(args.seconds, args.repeats, lambda s: print(s, file=sys.stderr, flush=True))
+        rows = run_all(
+            args.seconds,
+            args.repeats,
+            lambda s: print(s, file=sys.stderr, flush=True),
+            tuple(args.only.split(",")),
+        )
     info_after = _speed.machine_info()["loadavg"]
     print()
     print_table(rows)
