@@ -192,8 +192,9 @@ class Engine:
         return self._closed
 
     def _check_open(self) -> None:
-        if self._forked or os.getpid() != self._pid:
-            self._forked = True
+        # _forked is set in the child by the os.register_at_fork hook; no
+        # getpid() on this hot path.
+        if self._forked:
             raise EngineForkedError(
                 "this engine was created in another process (before fork()); create a new Engine in this process"
             )

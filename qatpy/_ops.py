@@ -27,6 +27,14 @@ HASHES: Final[dict[str, tuple[int, int]]] = {
     "sha512": (4, 64),
 }
 
+# hashlib constructors by name: hashlib.sha256(x) is cheaper than hashlib.new("sha256", x).
+HASHLIB: Final = {
+    "sha224": hashlib.sha224,
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+    "sha512": hashlib.sha512,
+}
+
 HASH_TYPES: Final = (hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
@@ -143,7 +151,7 @@ def message_digest(hash_name: str, digest_size: int, prehashed: bool, data: byte
         if len(data) != digest_size:
             raise ValueError(f"prehashed data must be {digest_size} bytes for {hash_name}, got {len(data)}")
         return data
-    return hashlib.new(hash_name, data).digest()
+    return HASHLIB[hash_name](data).digest()
 
 
 def _mgf1(seed: bytes, length: int, hash_name: str) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import hashlib
 import itertools
 import logging
 import os
@@ -75,8 +74,6 @@ def _reason(rc: int, msg: str) -> tuple[str, str]:
 def _be(n: int, length: int | None = None) -> bytes:
     return n.to_bytes(length if length is not None else max(1, (n.bit_length() + 7) // 8), "big")
 
-
-_HASHLIB = {"sha224": hashlib.sha224, "sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
 # How long the completion thread leaves fresh completions to the threads and
 # event loops that are waiting for them before it delivers them itself.
@@ -430,7 +427,7 @@ class QatBackend:
         if (is_rsa and spec.pss) or rt.manual:
             self.submit(key, spec, [data], target)
             return
-        digest = data if spec.prehashed else _HASHLIB[spec.hash_name](data).digest()
+        digest = data if spec.prehashed else _ops.HASHLIB[spec.hash_name](data).digest()
         rid = next(rt.rids)
         with rt.lock:
             if self._closed:
@@ -610,9 +607,7 @@ class QatBackend:
             "libraries": list(self.libraries),
             "device": rt.device.stats() if rt.device._ptr is not None else {},
             "per_instance_completed": dict(sorted(rt.per_instance.items())),
-            "instance_healthy": [
-                rt.device.instance_healthy(i) == 1 for i in range(rt.device.stats()["num_instances"])
-            ]
+            "instance_healthy": [rt.device.instance_healthy(i) == 1 for i in range(rt.device.stats()["num_instances"])]
             if rt.device._ptr is not None
             else [],
         }
