@@ -56,7 +56,10 @@ def run_soak(
     """Run `ops` signatures under faults; return the report (see module doc)."""
     knobs = {f"fault.{k}.ppm": ppm for k in FAULT_KINDS}
     knobs["fault.restart.ppm"] = max(1, ppm // 200)  # resets are rare, and each lasts restart_ms
-    knobs["fault.lost.ppm"] = max(1, ppm // 20)  # each lost answer costs a deadline wait
+    # Each lost answer costs a deadline wait and keeps its ring slot on the
+    # device for good (as a lost response would), so an instance whose ring
+    # fills with them refuses work until reset: keep them rare.
+    knobs["fault.lost.ppm"] = max(1, ppm // 1000)
     knobs.update({"seed": seed, "instances": 2, "restart_ms": 5})
     knobs.update(extra_faults or {})
     ek = ec.generate_private_key(ec.SECP256R1())
