@@ -26,20 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from . import _binding, _qat
 from ._engine import Engine
 from ._errors import QatpyError
+from ._simfaults import FAULT_KINDS
 
-#: Faults that the library must absorb without the caller noticing.
-FAULT_KINDS = (
-    "submit_retry",
-    "submit_fail",
-    "submit_restarting",
-    "submit_unsupported",
-    "cb_fail",
-    "ecdsa_mult_false",
-    "rsa_bitflip",
-    "lost",
-    "poll_fail",
-    "restart",
-)
+#: Every fault kind is one the library must absorb without the caller noticing.
 
 
 def run_soak(

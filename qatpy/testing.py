@@ -25,18 +25,7 @@ from typing import Any
 
 import pytest
 
-FAULT_KINDS = (
-    "submit_retry",
-    "submit_fail",
-    "submit_restarting",
-    "submit_unsupported",
-    "cb_fail",
-    "ecdsa_mult_false",
-    "rsa_bitflip",
-    "lost",
-    "poll_fail",
-    "restart",
-)
+from ._simfaults import FAULT_KINDS
 
 
 def fault_knobs(faults: Mapping[str, int | Mapping[str, int]]) -> dict[str, int]:

@@ -26,16 +26,7 @@
 
 #include "shim_internal.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            failures++;                                                                      \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                             \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fputc('\n', stderr);                                                             \
-        }                                                                                    \
-    } while (0)
+#include "check.h"
 #define REQUIRE(cond, ...)                                                                   \
     do {                                                                                     \
         CHECK(cond, __VA_ARGS__);                                                            \
