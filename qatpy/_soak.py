@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import functools
-import itertools
 import resource
 import threading
 import time
@@ -65,8 +64,6 @@ def run_soak(
         "wrong_signatures": 0,
         "errors_seen": {},
     }
-    resolutions: dict[int, int] = {}
-    serial = itertools.count()
     rss_mid: list[int] = []
 
     def check(msg: bytes, sig: Any, is_rsa: bool) -> None:
@@ -102,12 +99,16 @@ def run_soak(
                 msgs = [b"t%d-%d" % (w, n + i) for i in range(batch)]
                 if (n // batch) % 2:
                     futs = [qr.sign_future(m, *pkcs) if is_rsa else qe.sign_future(m, ecdsa) for m in msgs]
-                    for f in futs:
-                        # A serial, not id(): ids repeat once futures are freed.
-                        f.add_done_callback(functools.partial(_count_resolution, next(serial)))
+                    # One counter per future, checked once the batch is done:
+                    # exactly-once without state that grows with the run.
+                    counts = [[0] for _ in futs]
+                    for f, c in zip(futs, counts):
+                        f.add_done_callback(functools.partial(_count_resolution, c))
                     done, not_done = cf.wait(futs, timeout=60)
+                    time.sleep(0)  # let done-callbacks of the last futures finish
                     with lock:
                         report["lost"] += len(not_done)
+                        report["duplicated"] += sum(1 for c in counts if c[0] > 1)
                     for m, f in zip(msgs, futs):
                         if f.done():
                             check(m, f.exception() or f.result(), is_rsa)
@@ -129,12 +130,9 @@ def run_soak(
                     if not rss_mid and report["ops"] >= ops // 5:
                         rss_mid.append(_rss_kb())  # after warm-up: pools, caches, replay
 
-        def _resolved(key: int) -> None:
+        def _count_resolution(counter: list[int], _fut: object) -> None:
             with lock:
-                resolutions[key] = resolutions.get(key, 0) + 1
-
-        def _count_resolution(key: int, _fut: object) -> None:
-            _resolved(key)
+                counter[0] += 1
 
         async def async_worker() -> None:
             loop = asyncio.get_running_loop()
@@ -164,8 +162,6 @@ def run_soak(
             # when the asyncio side failed.
             for t in ths:
                 t.join()
-        with lock:
-            report["duplicated"] += sum(1 for c in resolutions.values() if c != 1)
         st = eng.stats()
         report["fallbacks"] = st["fallbacks"]
         report["faults_injected"] = {
