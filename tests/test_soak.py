@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from qatpy._soak import FAULT_KINDS, run_soak
 
 
@@ -26,4 +28,6 @@ def test_short_fault_soak():
     # sent most operations to their deadlines before the RETRY hold was bounded).
     assert r["fallbacks"].get("deadline", 0) < 0.05 * r["ops"], r
     assert (r["leaked_dma_allocs"], r["key_freed_unwiped"], r["refused_non_dma"]) == (0, 0, 0), r
-    assert r["rss_growth_after_warmup_kb"] < 64 * 1024, r
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        # (ASan's quarantine holds freed memory on purpose, so RSS is no measure there.)
+        assert r["rss_growth_after_warmup_kb"] < 64 * 1024, r
