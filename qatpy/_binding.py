@@ -112,6 +112,11 @@ class Device:
         self._results = m.ffi.new("uint8_t[]", DRAIN_MAX * self._stride)
         self._results_buf = m.ffi.buffer(self._results)
         self._drain_lock = threading.Lock()
+        # Liveness: calls that may run on any thread (waits, drains, event
+        # clears) register here, and free() waits for them to leave before
+        # the device memory goes, so none of them touches a freed device.
+        self._live_lock = threading.Condition(threading.Lock())
+        self._users = 0
         self._tags = m.ffi.new("uint64_t[]", DRAIN_MAX)
         self._sts = m.ffi.new("int32_t[]", DRAIN_MAX)
         self._cpas = m.ffi.new("int32_t[]", DRAIN_MAX)
@@ -191,8 +196,33 @@ class Device:
         rc = self._m.lib.qatpy_submit_ecdsa_many(self._ptr, key._ptr, digests, digest_len, n, tag0, done)
         return int(rc), int(done[0])
 
+    def _enter(self) -> Any:
+        """The device pointer, registered as in use until _leave(); None once
+        free() has begun.  Callers use the pointer they got, never re-read
+        self._ptr (free() clears it before waiting for them)."""
+        with self._live_lock:
+            if self._ptr is None:
+                return None
+            self._users += 1
+            return self._ptr
+
+    def _leave(self) -> None:
+        with self._live_lock:
+            self._users -= 1
+            if self._users == 0:
+                self._live_lock.notify_all()
+
     def drain(self) -> tuple[list[int], list[int], list[int], list[bytes], list[int]]:
         """Take every waiting completion: (tags, statuses, cpa statuses, results, instances)."""
+        ptr = self._enter()
+        if ptr is None:
+            return [], [], [], [], []
+        try:
+            return self._drain(ptr)
+        finally:
+            self._leave()
+
+    def _drain(self, ptr: Any) -> tuple[list[int], list[int], list[int], list[bytes], list[int]]:
         m = self._m
         ffi, lib = m.ffi, m.lib
         tags: list[int] = []
@@ -205,7 +235,7 @@ class Device:
         with self._drain_lock:
             while True:
                 n = lib.qatpy_drain_arrays(
-                    self._ptr,
+                    ptr,
                     self._tags,
                     self._sts,
                     self._cpas,
@@ -226,22 +256,52 @@ class Device:
                     return tags, sts, cpas, res, insts
 
     def seq(self) -> int:
-        return int(self._m.lib.qatpy_completion_seq(self._ptr))
+        ptr = self._enter()
+        if ptr is None:
+            return 0
+        try:
+            return int(self._m.lib.qatpy_completion_seq(ptr))
+        finally:
+            self._leave()
 
     def wait(self, seen: int, timeout_ns: int) -> int:
-        return int(self._m.lib.qatpy_wait(self._ptr, seen, timeout_ns))
+        ptr = self._enter()
+        if ptr is None:
+            return seen
+        try:
+            return int(self._m.lib.qatpy_wait(ptr, seen, timeout_ns))
+        finally:
+            self._leave()
 
     def wait_unclaimed(self, seen: int, grace_ns: int, timeout_ns: int) -> int:
-        return int(self._m.lib.qatpy_wait_unclaimed(self._ptr, seen, grace_ns, timeout_ns))
+        ptr = self._enter()
+        if ptr is None:
+            return seen
+        try:
+            return int(self._m.lib.qatpy_wait_unclaimed(ptr, seen, grace_ns, timeout_ns))
+        finally:
+            self._leave()
 
     def event_fd(self) -> int:
         return int(self._m.lib.qatpy_event_fd(self._ptr))
 
     def event_clear(self) -> None:
-        self._m.lib.qatpy_event_clear(self._ptr)
+        ptr = self._enter()
+        if ptr is None:
+            return
+        try:
+            self._m.lib.qatpy_event_clear(ptr)
+        finally:
+            self._leave()
 
     def poll(self) -> int:
-        return int(self._m.lib.qatpy_poll(self._ptr))
+        ptr = self._enter()
+        if ptr is None:
+            return 0
+        try:
+            return int(self._m.lib.qatpy_poll(ptr))
+        finally:
+            self._leave()
 
     def set_poll(self, mode: int, delay_ns: int) -> int:
         return int(self._m.lib.qatpy_device_set_poll(self._ptr, mode, delay_ns))
@@ -265,6 +325,11 @@ class Device:
         self._m.lib.qatpy_device_shutdown(self._ptr, timeout_ns)
 
     def free(self) -> None:
-        p, self._ptr = self._ptr, None
+        """Free the device once no waiter, drainer or poller is inside it
+        (after shutdown their waits return promptly: the ring is closed)."""
+        with self._live_lock:
+            p, self._ptr = self._ptr, None
+            while self._users:
+                self._live_lock.wait()
         if p is not None:
             self._m.lib.qatpy_device_free(p)

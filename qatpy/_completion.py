@@ -40,15 +40,19 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
         self._state = "RUNNING"
         self._waiter = waiter
 
+    def _wait_here(self, timeout: float | None) -> float | None:
+        """Drain while waiting; returns what is left of `timeout`."""
+        if self._waiter is None or self.done():
+            return timeout
+        end = None if timeout is None else time.monotonic() + timeout
+        self._waiter(self, timeout)
+        return None if end is None else max(0.0, end - time.monotonic())
+
     def result(self, timeout: float | None = None) -> Any:
-        if self._waiter is not None and not self.done():
-            self._waiter(self, timeout)
-        return super().result(timeout)
+        return super().result(self._wait_here(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._waiter is not None and not self.done():
-            self._waiter(self, timeout)
-        return super().exception(timeout)
+        return super().exception(self._wait_here(timeout))
 
 
 class FutureGroup:
@@ -67,13 +71,16 @@ class FutureGroup:
 class BatchResult:
     """Results of one batch of operations, completed when all have arrived."""
 
-    __slots__ = ("results", "errors", "remaining", "times", "_lock", "_done", "first_error")
+    __slots__ = ("results", "errors", "remaining", "times", "_lock", "_done", "first_error", "_filled")
 
     def __init__(self, n: int, done: Any, record_times: bool = False) -> None:
         self.results: list[Any] = [None] * n
         self.errors = 0
         self.first_error: BaseException | None = None
         self.remaining = n
+        # Each index is settled once: a late second answer (a result racing
+        # a close, a re-run racing its original) is ignored.
+        self._filled = bytearray(n)
         self.times: list[float] | None = [0.0] * n if record_times else None
         self._lock = threading.Lock()
         self._done = done  # a cf.Future or asyncio.Future resolved with self
@@ -81,7 +88,14 @@ class BatchResult:
     def _put_many(self, items: list[Item]) -> bool:
         now = time.perf_counter() if self.times is not None else 0.0
         with self._lock:
+            if self.remaining <= 0:
+                return False
+            fresh = 0
             for _, index, value, exc in items:
+                if self._filled[index]:
+                    continue
+                self._filled[index] = 1
+                fresh += 1
                 if exc is not None:
                     self.results[index] = exc
                     self.errors += 1
@@ -91,13 +105,13 @@ class BatchResult:
                     self.results[index] = value
                 if self.times is not None:
                     self.times[index] = now
-            self.remaining -= len(items)
-            return self.remaining == 0
+            self.remaining -= fresh
+            return fresh > 0 and self.remaining == 0
 
     def missing(self) -> list[int]:
         """Indices with no result yet (their slots still hold None)."""
         with self._lock:
-            return [i for i, r in enumerate(self.results) if r is None]
+            return [i for i, f in enumerate(self._filled) if not f]
 
     def finish(self) -> Item:
         return (self._done, 0, self, None)

@@ -7,6 +7,8 @@ import logging
 import math
 import os
 import threading
+import time
+import warnings
 import weakref
 from collections.abc import Mapping
 from datetime import timedelta
@@ -176,6 +178,7 @@ class Engine:
         self.backend: str = self._qat.name if self._qat is not None else "software"
         # Software fallback for keys/ops the device cannot take.
         self._fallback_sw: SoftwareBackend | None = None
+        self._sw_closed = False
         self._closed = False
         _engines.add(self)
         log.debug("qatpy: engine on %s backend", self.backend)
@@ -212,18 +215,26 @@ class Engine:
             self._closed = True
         if self._forked or os.getpid() != self._pid:
             return  # the parent's device is not ours to touch
-        for sw in (self._sw, self._fallback_sw):
-            if sw is not None:
-                left = sw.close(t)
-                fail_all(left, lambda: EngineClosedError("engine closed before the operation ran"))
+        # One budget for the whole close.  The device goes first: operations
+        # it fails while draining may still be re-run in software, so the
+        # software backends close after it.
+        deadline = time.monotonic() + t
         if self._qat is not None:
             self._qat.close(t)
+        with self._lock:
+            self._sw_closed = True
+            backends = [sw for sw in (self._sw, self._fallback_sw) if sw is not None]
+        for sw in backends:
+            left = sw.close(max(0.0, deadline - time.monotonic()))
+            fail_all(left, lambda: EngineClosedError("engine closed before the operation ran"))
 
     def __del__(self) -> None:
+        # Finalizers only warn (they may run at interpreter exit, on any thread).
         if not getattr(self, "_closed", True) and not getattr(self, "_forked", False):
-            import warnings
-
-            warnings.warn(f"unclosed {self!r}; use 'with Engine()' or call close()", ResourceWarning, stacklevel=2)
+            try:
+                warnings.warn(f"unclosed {self!r}; use 'with Engine()' or call close()", ResourceWarning, stacklevel=2)
+            except Exception:
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -276,6 +287,8 @@ class Engine:
         if self._sw is not None:
             return self._sw
         with self._lock:
+            if self._sw_closed:
+                raise EngineClosedError("engine is closed")
             if self._fallback_sw is None:
                 self._fallback_sw = SoftwareBackend(self._threads)
             return self._fallback_sw

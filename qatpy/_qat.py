@@ -34,6 +34,7 @@ log = logging.getLogger("qatpy")
 
 # Values of QATPY_* in csrc/shim/qatpy_shim.h (checked by tests/test_abi_layout.py).
 ERR_LIBRARY, ERR_NO_DEVICE, ERR_START, ERR_NO_INSTANCE, ERR_CAPABILITY, ERR_INSTANCE = 1, 2, 3, 4, 5, 6
+ERR_STATE = 9
 POLL_MODE = {"timer": 0, "busy": 1, "event": 2, "manual": 3}
 ST_OK, ST_DEVICE_FAIL, ST_SUBMIT_FAIL, ST_CLOSED, ST_VERIFY_FAIL, ST_TIMEOUT = 0, 1, 2, 3, 4, 5
 SUBMIT_OK, SUBMIT_FULL, SUBMIT_CLOSED, SUBMIT_BADARG, SUBMIT_BADKEY = 0, -1, -2, -3, -4
@@ -60,6 +61,7 @@ _CAUSES = {
     ),
     ERR_CAPABILITY: ("capability missing", "the instances found do not offer RSA and ECDSA"),
     ERR_INSTANCE: ("instance start failed", "see the message above; restarting qat.service may help"),
+    ERR_STATE: ("device busy", "another QAT device session is open in this process; close its engines first"),
 }
 
 
@@ -91,6 +93,7 @@ class _Runtime:
         self.is_sim = is_sim
         self.manual = mode == "manual"
         self.lock = threading.Lock()
+        self.lock_cond = threading.Condition(self.lock)  # signalled when a backend's submitters leave
         self.refs = 0
         # request id -> [target, operations not yet answered, owning backend,
         #                key, spec, inputs] (the last three let a failed
@@ -219,6 +222,9 @@ def _unanswered(target: Any, remaining: int) -> list[int]:
 
 _runtime_lock = threading.Lock()
 _runtime: _Runtime | None = None
+# Clear while the last engine's device is being shut down and freed.
+_runtime_idle = threading.Event()
+_runtime_idle.set()
 
 # Simulator counters that must stay zero over a whole process, carried
 # across the resets that start each device session.
@@ -276,6 +282,8 @@ class QatBackend:
         self._fallbacks: dict[str, int] = {}
         self._failed = 0
         self._inflight = 0
+        self._active = 0  # threads inside a submit (they hold key handles)
+        self._prepare_lock = threading.Lock()
         self._submitted = 0
         self._completed = 0
         self._closed = False
@@ -293,6 +301,13 @@ class QatBackend:
             _binding.native()
         except ImportError as exc:
             raise QatUnavailableError(str(exc), "extension missing") from None
+        # The previous device may still be shutting down (its last engine is
+        # closing on another thread): wait for it rather than fail to start.
+        while True:
+            _runtime_idle.wait(30)
+            with _runtime_lock:
+                if _runtime is not None or _runtime_idle.is_set():
+                    break
         with _runtime_lock:
             rt = _runtime
             if rt is None:
@@ -333,6 +348,12 @@ class QatBackend:
                         "this process already runs the " + ("simulated" if rt.is_sim else "real") + " device",
                         "start failed",
                     )
+                if rt.manual != (poll_mode == "manual"):
+                    raise ValueError(
+                        f"poll_mode={poll_mode!r} cannot join the running device, which polls "
+                        + ("manually" if rt.manual else "on its own threads")
+                        + "; close the other engines first (the device and its polling are per process)"
+                    )
                 for k, v in sim_knobs.items():
                     if not _binding.sim_set(k, v):
                         raise ValueError(f"unknown or invalid simulator knob {k}={v}")
@@ -350,9 +371,14 @@ class QatBackend:
         h = key._handles.get(id(self))
         if h is not None:
             return h is not False
-        handle = self._prepare(key)
-        key._handles[id(self)] = handle if handle is not None else False
-        return handle is not None
+        with self._prepare_lock:  # one device copy per key, however many threads ask
+            h = key._handles.get(id(self))
+            if h is None:
+                if self._closed:
+                    raise EngineClosedError("engine is closed")
+                h = self._prepare(key)
+                key._handles[id(self)] = h if h is not None else False
+        return h is not None and h is not False
 
     def _prepare(self, key: _KeyBase) -> _binding.Key | None:
         dev = self._rt.device
@@ -406,15 +432,22 @@ class QatBackend:
         groups: dict[tuple[int, int], list[tuple[_KeyBase, Any, bytes, Any]]] = {}
         for item in batch:
             groups.setdefault((id(item[0]), id(item[1])), []).append(item)
+        later: list[tuple[_KeyBase, Any, bytes, Any]] = []
         for items in groups.values():
             key, spec = items[0][0], items[0][1]
             targets = FutureGroup([it[3] for it in items])
             try:
-                self.submit(key, spec, [it[2] for it in items], targets)
+                # Never block the loop: what does not fit now is retried soon.
+                queued = self.submit(key, spec, [it[2] for it in items], targets, block=False)
             except BaseException as exc:
                 for it in items:
                     if not it[3].done():
                         it[3].set_exception(exc)
+                continue
+            later += items[queued:]
+        if later:
+            self._loop_batches.setdefault(loop, []).extend(later)
+            loop.call_later(0.0005, self._flush_loop, loop)
 
     def submit_one(self, key: _KeyBase, spec: Any, data: bytes, target: Any) -> None:
         """Queue one operation (the hot path of sign() and sign_future()).
@@ -435,11 +468,15 @@ class QatBackend:
             rt.pending[rid] = [target, 1, self, key, spec, [data]]
             self._inflight += 1
             self._submitted += 1
-        handle = key._handles[id(self)]
-        if is_rsa:
-            rc = rt.device.submit_rsa(handle, RSA_PKCS1, spec.hash_id, digest, rid << TAG_SHIFT)
-        else:
-            rc = rt.device.submit_ecdsa(handle, digest, rid << TAG_SHIFT)
+            self._active += 1
+        try:
+            handle = key._handles[id(self)]
+            if is_rsa:
+                rc = rt.device.submit_rsa(handle, RSA_PKCS1, spec.hash_id, digest, rid << TAG_SHIFT)
+            else:
+                rc = rt.device.submit_ecdsa(handle, digest, rid << TAG_SHIFT)
+        finally:
+            self._leave()
         if rc == SUBMIT_OK:
             return
         # Nothing was queued under this id: take it back and let the general
@@ -450,12 +487,26 @@ class QatBackend:
                 self._submitted -= 1
         self.submit(key, spec, [data], target)
 
-    def submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
-        """Queue len(datas) operations; result i goes to (target, i)."""
-        handle = key._handles[id(self)]
+    def _leave(self) -> None:
+        rt = self._rt
+        with rt.lock:
+            self._active -= 1
+            if self._active == 0 and self._closed:
+                rt.lock_cond.notify_all()
+
+    def submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any, block: bool = True) -> int:
+        """Queue len(datas) operations; result i goes to (target, i).
+
+        When every request slot is busy it waits for completions (or, with
+        fallback="on_error_or_overflow", sends the rest to software).  With
+        block=False (an event loop must not wait) it returns how many it
+        queued and the caller keeps the rest.
+        """
+        n = len(datas)
+        if n > TAG_MASK + 1:
+            raise ValueError(f"a batch holds at most {TAG_MASK + 1} operations; split it")
         rt = self._rt
         dev = rt.device
-        n = len(datas)
         md = _ops.message_digest
         hname, dsize, pre = spec.hash_name, spec.digest_size, spec.prehashed
         is_rsa = isinstance(key, QatRSAPrivateKey)
@@ -479,28 +530,39 @@ class QatBackend:
             rt.pending[rid] = [target, n, self, key, spec, datas]
             self._inflight += n
             self._submitted += n
+            self._active += 1
         tag0 = rid << TAG_SHIFT
         done = 0
-        while True:
-            chunk = blob if done == 0 else blob[done * ilen :]
-            if is_rsa:
-                rc, k = dev.submit_rsa_many(handle, enc, spec.hash_id, chunk, ilen, n - done, tag0 + done)
-            else:
-                rc, k = dev.submit_ecdsa_many(handle, chunk, ilen, n - done, tag0 + done)
-            done += k
-            if rc == SUBMIT_OK or done == n:
-                return
-            if rc != SUBMIT_FULL:
-                break
-            if self._fallback == "on_error_or_overflow" and self._software is not None:
-                self._overflow(rid, target, key, spec, datas, done)
-                return
-            # Every request slot is busy: let completions drain, then go on.
-            if rt.manual:
-                dev.poll()
-                rt.drain()
-            else:
-                dev.wait(dev.seq(), 1_000_000)
+        try:
+            handle = key._handles[id(self)]
+            while True:
+                chunk = blob if done == 0 else blob[done * ilen :]
+                if is_rsa:
+                    rc, k = dev.submit_rsa_many(handle, enc, spec.hash_id, chunk, ilen, n - done, tag0 + done)
+                else:
+                    rc, k = dev.submit_ecdsa_many(handle, chunk, ilen, n - done, tag0 + done)
+                done += k
+                if rc == SUBMIT_OK or done == n:
+                    return n
+                if rc != SUBMIT_FULL:
+                    break
+                if self._fallback == "on_error_or_overflow" and self._software is not None:
+                    self._overflow(rid, target, key, spec, datas, done)
+                    return n
+                if not block:
+                    self._forget(rid, n - done)
+                    return done
+                if self._closed:
+                    rc = SUBMIT_CLOSED
+                    break
+                # Every request slot is busy: let completions drain, then go on.
+                if rt.manual:
+                    dev.poll()
+                    rt.drain()
+                else:
+                    dev.wait(dev.seq(), 1_000_000)
+        finally:
+            self._leave()
         # The device refused the rest: fail those operations, nothing lost.
         if rc == SUBMIT_CLOSED:
             make: Any = lambda: EngineClosedError("engine is closed")
@@ -510,10 +572,12 @@ class QatBackend:
             make = lambda: ValueError("the device key is not usable")
         self._forget(rid, n - done)
         deliver([(target, i, None, make()) for i in range(done, n)])
+        return n
 
     def _forget(self, rid: int, count: int) -> None:
         """Take `count` operations of request `rid` out of the pending table
-        (they were never queued on the device)."""
+        (they were never queued on the device).  If close() already settled
+        the request, it already did the accounting."""
         rt = self._rt
         with rt.lock:
             entry = rt.pending.get(rid)
@@ -521,7 +585,7 @@ class QatBackend:
                 entry[1] -= count
                 if entry[1] == 0:
                     del rt.pending[rid]
-            self._inflight -= count
+                self._inflight -= count
 
     def _overflow(self, rid: int, target: Any, key: _KeyBase, spec: Any, datas: list[bytes], done: int) -> None:
         """The device is at capacity: send operations done.. to software."""
@@ -640,9 +704,15 @@ class QatBackend:
         deadline = time.monotonic() + timeout
         while self._inflight > 0 and time.monotonic() < deadline:
             if rt.manual:
-                self.poll()
+                if self.poll() == 0:
+                    time.sleep(0.0005)
             else:
                 time.sleep(0.001)
+        # Threads still inside a submit hold key handles: let them leave
+        # (they see _closed and stop) before the handles are released.
+        with rt.lock:
+            while self._active:
+                rt.lock_cond.wait(0.05)
         left: list[Item] = []
         with rt.lock:
             for rid, entry in list(rt.pending.items()):
@@ -663,13 +733,19 @@ class QatBackend:
             last = rt.refs == 0 and _runtime is rt
             if last:
                 _runtime = None
+                _runtime_idle.clear()  # a new engine waits until this device is gone
         if last:
-            rt.unwatch_loops()
-            rt.device.shutdown(int(max(0.0, deadline - time.monotonic()) * 1e9))
-            rt.stopping = True
-            if rt.thread is not None:
-                rt.thread.join()
-            rt.drain()
-            rt.device.free()
-            if rt.is_sim:
-                _sim_end_session()
+            try:
+                rt.unwatch_loops()
+                rt.device.shutdown(int(max(0.0, deadline - time.monotonic()) * 1e9))
+                rt.stopping = True
+                # close() may run inside a done-callback on the completion
+                # thread itself: that thread leaves its loop on its own.
+                if rt.thread is not None and rt.thread is not threading.current_thread():
+                    rt.thread.join()
+                rt.drain()
+                rt.device.free()
+                if rt.is_sim:
+                    _sim_end_session()
+            finally:
+                _runtime_idle.set()

@@ -149,7 +149,10 @@ class SoftwareBackend:
             self._closing = True
             self._cond.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
+        me = threading.current_thread()
         for t in self._workers:
+            if t is me:  # close() called from a done-callback on this worker
+                continue
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         left: list[tuple[Any, int]] = []
         with self._cond:
