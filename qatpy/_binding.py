@@ -255,53 +255,33 @@ class Device:
                 if n < DRAIN_MAX:
                     return tags, sts, cpas, res, insts
 
-    def seq(self) -> int:
+    def _guarded(self, default: Any, fn: Any, *args: Any) -> Any:
+        """fn(device pointer, *args) while the device is alive, else `default`."""
         ptr = self._enter()
         if ptr is None:
-            return 0
+            return default
         try:
-            return int(self._m.lib.qatpy_completion_seq(ptr))
+            return fn(ptr, *args)
         finally:
             self._leave()
+
+    def seq(self) -> int:
+        return int(self._guarded(0, self._m.lib.qatpy_completion_seq))
 
     def wait(self, seen: int, timeout_ns: int) -> int:
-        ptr = self._enter()
-        if ptr is None:
-            return seen
-        try:
-            return int(self._m.lib.qatpy_wait(ptr, seen, timeout_ns))
-        finally:
-            self._leave()
+        return int(self._guarded(seen, self._m.lib.qatpy_wait, seen, timeout_ns))
 
     def wait_unclaimed(self, seen: int, grace_ns: int, timeout_ns: int) -> int:
-        ptr = self._enter()
-        if ptr is None:
-            return seen
-        try:
-            return int(self._m.lib.qatpy_wait_unclaimed(ptr, seen, grace_ns, timeout_ns))
-        finally:
-            self._leave()
+        return int(self._guarded(seen, self._m.lib.qatpy_wait_unclaimed, seen, grace_ns, timeout_ns))
 
     def event_fd(self) -> int:
         return int(self._m.lib.qatpy_event_fd(self._ptr))
 
     def event_clear(self) -> None:
-        ptr = self._enter()
-        if ptr is None:
-            return
-        try:
-            self._m.lib.qatpy_event_clear(ptr)
-        finally:
-            self._leave()
+        self._guarded(None, self._m.lib.qatpy_event_clear)
 
     def poll(self) -> int:
-        ptr = self._enter()
-        if ptr is None:
-            return 0
-        try:
-            return int(self._m.lib.qatpy_poll(ptr))
-        finally:
-            self._leave()
+        return int(self._guarded(0, self._m.lib.qatpy_poll))
 
     def set_poll(self, mode: int, delay_ns: int) -> int:
         return int(self._m.lib.qatpy_device_set_poll(self._ptr, mode, delay_ns))
