@@ -119,8 +119,25 @@ class _Counters:
                 self.software_fallbacks += 1
 
 
+class _Counted:
+    """What the adapters report about where their signatures ran."""
+
+    _counters: _Counters
+
+    @property
+    def offloaded(self) -> int:
+        """Signatures made by the qatpy key (on its engine)."""
+        return self._counters.offloaded
+
+    @property
+    def software_fallbacks(self) -> int:
+        """Signatures tlslite asked for in a form qatpy cannot express, made in
+        software (always 0 for ECDSA: every request there is expressible)."""
+        return self._counters.software_fallbacks
+
+
 # tlslite's key classes are untyped, hence the ignores on the class lines.
-class QatTlsliteRSAKey(RSAKey):  # type: ignore[misc]
+class QatTlsliteRSAKey(_Counted, RSAKey):  # type: ignore[misc]
     """A tlslite-ng ``RSAKey`` whose signatures run on a qatpy engine.
 
     ``offloaded`` / ``software_fallbacks`` count the signatures made each way.
@@ -138,16 +155,6 @@ class QatTlsliteRSAKey(RSAKey):  # type: ignore[misc]
         self._key_hash = None
         self.qatpy_key = key
         self._counters = _Counters()
-
-    @property
-    def offloaded(self) -> int:
-        """Signatures made by the qatpy key (on its engine)."""
-        return self._counters.offloaded
-
-    @property
-    def software_fallbacks(self) -> int:
-        """Signatures tlslite asked for in a form qatpy cannot express, made in software."""
-        return self._counters.software_fallbacks
 
     @property
     def d(self) -> int:
@@ -221,7 +228,7 @@ class QatTlsliteRSAKey(RSAKey):  # type: ignore[misc]
         return f"<QatTlsliteRSAKey {self.qatpy_key!r}>"
 
 
-class QatTlsliteECDSAKey(ECDSAKey):  # type: ignore[misc]
+class QatTlsliteECDSAKey(_Counted, ECDSAKey):  # type: ignore[misc]
     """A tlslite-ng ``ECDSAKey`` (P-256/P-384/P-521) whose signatures run on a qatpy engine."""
 
     def __init__(self, key: QatECPrivateKey) -> None:
@@ -238,16 +245,6 @@ class QatTlsliteECDSAKey(ECDSAKey):  # type: ignore[misc]
         # (python-ecdsa internals) to truncate the digest; give it just that.
         self.private_key = SimpleNamespace(curve=SimpleNamespace(baselen=order_len))
         self._counters = _Counters()
-
-    @property
-    def offloaded(self) -> int:
-        """Signatures made by the qatpy key (on its engine)."""
-        return self._counters.offloaded
-
-    @property
-    def software_fallbacks(self) -> int:
-        """Always 0: every ECDSA request tlslite makes is expressible (kept for symmetry)."""
-        return self._counters.software_fallbacks
 
     def __len__(self) -> int:
         return self._order_bits
