@@ -107,6 +107,7 @@ class Device:
     def __init__(self, ptr: Any) -> None:
         m = native()
         self._m = m
+        self._lib = m.lib
         self._ptr = ptr
         self._stride = m.lib.QATPY_MAX_RESULT
         self._results = m.ffi.new("uint8_t[]", DRAIN_MAX * self._stride)
@@ -122,6 +123,9 @@ class Device:
         self._cpas = m.ffi.new("int32_t[]", DRAIN_MAX)
         self._lens = m.ffi.new("uint32_t[]", DRAIN_MAX)
         self._insts = m.ffi.new("uint32_t[]", DRAIN_MAX)
+        # Completions published (read in place, no call) and taken by drain().
+        self._seq_addr = m.lib.qatpy_completion_seq_addr(ptr)
+        self._drained = 0
 
     @staticmethod
     def open(
@@ -179,10 +183,12 @@ class Device:
         return Key(ptr), ""
 
     def submit_rsa(self, key: Key, encoding: int, hash_id: int, data: bytes, tag: int) -> int:
-        return int(self._m.lib.qatpy_submit_rsa(self._ptr, key._ptr, encoding, hash_id, data, len(data), tag))
+        rc: int = self._lib.qatpy_submit_rsa(self._ptr, key._ptr, encoding, hash_id, data, len(data), tag)
+        return rc
 
     def submit_ecdsa(self, key: Key, digest: bytes, tag: int) -> int:
-        return int(self._m.lib.qatpy_submit_ecdsa(self._ptr, key._ptr, digest, len(digest), tag))
+        rc: int = self._lib.qatpy_submit_ecdsa(self._ptr, key._ptr, digest, len(digest), tag)
+        return rc
 
     def submit_rsa_many(
         self, key: Key, encoding: int, hash_id: int, inputs: bytes, input_len: int, n: int, tag0: int
@@ -246,6 +252,7 @@ class Device:
                     DRAIN_MAX,
                 )
                 if n:
+                    self._drained += n
                     tags += ffi.unpack(self._tags, n)
                     sts += ffi.unpack(self._sts, n)
                     cpas += ffi.unpack(self._cpas, n)
@@ -264,6 +271,13 @@ class Device:
             return fn(ptr, *args)
         finally:
             self._leave()
+
+    def backlog(self) -> int:
+        """Completions waiting to be drained, read without a C call (so
+        without a GIL release).  Only while the device is certainly alive:
+        the caller is inside a submit, which free() waits for."""
+        n: int = self._seq_addr[0] - self._drained
+        return n
 
     def seq(self) -> int:
         return int(self._guarded(0, self._m.lib.qatpy_completion_seq))

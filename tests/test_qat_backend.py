@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import pytest
@@ -80,6 +82,49 @@ def test_timer_poller_parks_when_idle(ec_keys):
         time.sleep(0.2)
         after = eng.stats()["device"]["polls"]
         assert after - before <= 2  # 0.2 s at 10 us would be ~20000 polls if it spun
+
+
+def _thread_id(comm: str) -> int:
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            if f.read().strip() == comm:
+                return int(tid)
+    raise LookupError(comm)
+
+
+def _cpu_of(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2 :].split()[36])  # field 39: CPU last run on
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
+def test_poll_thread_leaves_the_submitters_cpu(ec_keys):
+    """A poll thread left on the submitting thread's CPU moves itself to another CPU of its mask."""
+    cpus = sorted(os.sched_getaffinity(0))
+    me = threading.get_native_id()
+    with qatpy.Engine("sim") as eng:
+        ek = eng.wrap_key(ec_keys["secp256r1"])
+        ek.sign_many([b"w"] * 10, ECDSA)
+        poller = _thread_id("qatpy-poll-0")
+        os.sched_setaffinity(me, {cpus[0]})  # the submitter stays put for the test
+        try:
+            os.sched_setaffinity(poller, {cpus[0]})  # put them together...
+            for f in [ek.sign_future(b"x", ECDSA) for _ in range(500)]:
+                f.result(timeout=30)
+            assert _cpu_of(poller) == cpus[0]
+            os.sched_setaffinity(poller, set(cpus))  # ...then let the poller go where it likes
+            deadline = time.monotonic() + 5
+            while eng.stats()["device"]["poller_moves"] == 0 and time.monotonic() < deadline:
+                for f in [ek.sign_future(b"x", ECDSA) for _ in range(200)]:
+                    f.result(timeout=30)
+            # Counted only after the kernel accepted a mask without this CPU,
+            # which migrates the thread off it before the call returns.
+            assert eng.stats()["device"]["poller_moves"] >= 1
+            for f in [ek.sign_future(b"y", ECDSA) for _ in range(200)]:
+                ec_keys["secp256r1"].public_key().verify(f.result(timeout=30), b"y", ECDSA)
+        finally:
+            os.sched_setaffinity(me, set(cpus))
 
 
 def test_backpressure_small_ring(ec_keys):

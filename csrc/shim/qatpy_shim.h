@@ -106,6 +106,7 @@ typedef struct {
     uint64_t timeouts;           /* requests completed with QATPY_ST_TIMEOUT */
     uint64_t late_answers;       /* device answers to timed-out requests, dropped */
     uint32_t unhealthy_instances; /* instances now routed around (timed out, restarting, fatal) */
+    uint64_t poller_moves;       /* poll threads that left their submitter's CPU */
 } qatpy_stats_t;
 
 /* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
@@ -164,6 +165,11 @@ size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, s
  * timeout (ns, <0 = forever).  Returns the counter.  Blocking: call without
  * the GIL (cffi releases it). */
 uint64_t qatpy_completion_seq(qatpy_device *dev);
+/* Where that counter lives, for reads without a call: the binding's submit
+ * path checks it to drain waiting completions on the submitting thread
+ * (a call would release and retake the GIL).  A plain aligned 64-bit load;
+ * valid until qatpy_device_free. */
+const volatile uint64_t *qatpy_completion_seq_addr(qatpy_device *dev);
 uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns);
 /* An eventfd that is readable while completions wait (for asyncio
  * add_reader).  The drainer must call qatpy_event_clear before draining. */

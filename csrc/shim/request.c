@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -274,6 +275,14 @@ size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, s
 }
 
 uint64_t qatpy_completion_seq(qatpy_device *dev) { return dev ? atomic_load(&dev->seq) : 0; }
+
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && sizeof(_Atomic uint64_t) == sizeof(uint64_t),
+               "seq must be a plain lock-free 64-bit word to be read in place");
+
+const volatile uint64_t *qatpy_completion_seq_addr(qatpy_device *dev)
+{
+    return dev ? (const volatile uint64_t *)(const volatile void *)&dev->seq : NULL;
+}
 
 uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns)
 {
@@ -943,6 +952,7 @@ static int submit_common(struct qatpy_device *dev, struct qatpy_key *key, int op
     atomic_store_explicit(&req->claim, QPS_CLAIM_OPEN, memory_order_relaxed);
     memcpy(req->input, input, in_len);
     atomic_fetch_add(&dev->st.submitted, 1);
+    atomic_store_explicit(&dev->submit_cpu, sched_getcpu(), memory_order_relaxed);
     qps_submit_or_queue(dev, req, false);
     gate_exit(dev);
     return QATPY_SUBMIT_OK;

@@ -275,6 +275,9 @@ struct qps_inst {
     pthread_cond_t park_cond;
     _Atomic int parked;
     bool locks_init;
+    /* Poll thread only: see avoid_submitter_cpu() in device.c. */
+    uint32_t shared_cpu_polls;
+    uint64_t last_nudge_ns;
 };
 
 struct qps_key_inst {
@@ -309,7 +312,7 @@ struct qps_counters {
     _Atomic uint64_t submitted, completed, completed_ok, completed_error, ring_retries;
     _Atomic uint64_t inflight_max, polls, polls_empty, dma_allocs, dma_live;
     _Atomic uint64_t ecdsa_retries, drained_batches;
-    _Atomic uint64_t verify_failures, timeouts, late_answers;
+    _Atomic uint64_t verify_failures, timeouts, late_answers, poller_moves;
 };
 
 struct qatpy_device {
@@ -361,6 +364,7 @@ struct qatpy_device {
     bool ring_closed;
     _Atomic uint64_t seq;
     int efd;
+    _Atomic int submit_cpu;    /* the CPU the latest submit ran on (a hint) */
 
     pthread_mutex_t key_lock;
     struct qatpy_key *keys;
