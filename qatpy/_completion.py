@@ -4,8 +4,9 @@ A backend finishes operations in batches (a software worker's chunk, one
 drain of the shim's completion ring) and hands each batch to `deliver`.
 Targets are:
 
-* ``concurrent.futures.Future`` - resolved in place (it must already be
-  RUNNING, so a caller cannot cancel work the device holds);
+* `DeviceFuture` (a ``concurrent.futures.Future``) or a plain one -
+  resolved in place (it must already be RUNNING, so a caller cannot
+  cancel work the device holds);
 * ``asyncio.Future`` - grouped per event loop, one ``call_soon_threadsafe``
   per loop per batch (a single wake-up resolves many futures);
 * `BatchResult` - the collector behind ``sign_many``, updated once per batch.
@@ -25,34 +26,105 @@ Target = Union["cf.Future[Any]", "asyncio.Future[Any]", "BatchResult", "FutureGr
 Item = tuple[Any, int, Any, BaseException | None]
 
 
+_FINISHED = "FINISHED"
+_DONE_STATES = frozenset(("CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED))
+
+
 class DeviceFuture(cf.Future):  # type: ignore[type-arg]
-    """A ``concurrent.futures.Future`` whose ``result()`` and ``exception()``
-    drain the device's completions on the calling thread while waiting,
-    instead of waiting for the completion thread to hand the result over
-    (one thread switch and GIL hand-off fewer per result)."""
+    """The ``concurrent.futures.Future`` that ``sign_future`` returns.
+
+    It behaves exactly as the standard class, and costs less per operation:
+
+    * the condition variable that ``Future`` makes in ``__init__`` is made
+      on first use (``add_done_callback``, ``cf.wait``, a blocking wait);
+      most futures are resolved before anyone waits and never need one;
+    * `settle` resolves it without that lock when none exists (nobody can
+      be waiting then), and through the standard path when one does;
+    * on the device, ``result()`` and ``exception()`` drain the device's
+      completions on the calling thread while waiting (`waiter`), instead
+      of waiting for the completion thread to hand the result over: one
+      thread switch and GIL hand-off fewer per result.
+
+    Why the lock-free settle is safe (under the GIL): `settle` publishes
+    the state *before* it looks for a condition, and every waiter creates
+    the condition *before* it reads the state under it.  So either the
+    waiter sees FINISHED, or `settle` sees the condition and notifies
+    under it (runs the callbacks, wakes ``cf.wait`` waiters) as
+    ``Future.set_result`` does.
+    """
 
     _waiter: Callable[[DeviceFuture, float | None], None] | None = None
 
     def __init__(self, waiter: Callable[[DeviceFuture, float | None], None] | None = None) -> None:
-        super().__init__()
-        # Born RUNNING: the operation is handed to the device right away and
-        # cannot be cancelled (same state set_running_or_notify_cancel gives).
+        # Not super().__init__(): that makes the condition eagerly.
+        # Born RUNNING: the operation is handed over right away and cannot
+        # be cancelled (the state set_running_or_notify_cancel gives).
         self._state = "RUNNING"
-        self._waiter = waiter
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[DeviceFuture], object]] = []
+        if waiter is not None:
+            self._waiter = waiter
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_condition":
+            # setdefault is atomic: racing first users share one condition.
+            return self.__dict__.setdefault("_condition", threading.Condition())
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def done(self) -> bool:
+        return self._state in _DONE_STATES
 
     def _wait_here(self, timeout: float | None) -> float | None:
         """Drain while waiting; returns what is left of `timeout`."""
-        if self._waiter is None or self.done():
+        if self._waiter is None or self._state in _DONE_STATES:
             return timeout
         end = None if timeout is None else time.monotonic() + timeout
         self._waiter(self, timeout)
         return None if end is None else max(0.0, end - time.monotonic())
 
     def result(self, timeout: float | None = None) -> Any:
-        return super().result(self._wait_here(timeout))
+        if self._state != _FINISHED:
+            timeout = self._wait_here(timeout)
+            if self._state != _FINISHED:
+                return super().result(timeout)
+        exc = self._exception
+        if exc is None:
+            return self._result
+        try:
+            raise exc
+        finally:
+            exc = self = None  # type: ignore[assignment]  # no frame <-> traceback cycle
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        return super().exception(self._wait_here(timeout))
+        if self._state != _FINISHED:
+            timeout = self._wait_here(timeout)
+            if self._state != _FINISHED:
+                return super().exception(timeout)
+        return self._exception
+
+
+def settle(fut: DeviceFuture, value: Any, exc: BaseException | None) -> None:
+    """Resolve `fut` once (a second answer for it is ignored)."""
+    if fut._state in _DONE_STATES:
+        return
+    if exc is None:
+        fut._result = value
+    else:
+        fut._exception = exc
+    fut._state = _FINISHED  # publish first (see DeviceFuture)
+    cond = fut.__dict__.get("_condition")
+    if cond is None:
+        return  # no waiter, no callback, no cf.wait: nobody to tell
+    with cond:
+        for w in fut._waiters:
+            if exc is None:
+                w.add_result(fut)
+            else:
+                w.add_exception(fut)
+        cond.notify_all()
+    fut._invoke_callbacks()
 
 
 class FutureGroup:
@@ -137,7 +209,9 @@ def deliver(items: Iterable[Item]) -> None:
     for item in items:
         target = item[0]
         tt = type(target)
-        if tt is cf.Future or tt is DeviceFuture:
+        if tt is DeviceFuture:
+            settle(target, item[2], item[3])
+        elif tt is cf.Future:
             if item[3] is None:
                 target.set_result(item[2])
             else:

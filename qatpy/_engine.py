@@ -304,24 +304,39 @@ class Engine:
 
     def _sign_sync(self, key: _KeyBase, spec: Any, data: bytes) -> bytes:
         self._check_open()
-        self._check_prehashed(spec, [data])
-        if self._qat is not None and self._qat.accepts(key, spec):
-            fut = self._qat.new_future()
-            self._qat.submit_one(key, spec, data, fut)
-            result: bytes = self._wait(fut)
+        if spec.prehashed:
+            self._check_prehashed(spec, [data])
+        qat = self._qat
+        if qat is not None and qat.accepts(key, spec):
+            fut = qat.new_future()
+            qat.submit_one(key, spec, data, fut)
+            result: bytes = qat.wait(fut)
             return result
         sig: bytes = self._software().run_sync(key._sw_signer(-1), (data, *key._sw_args(spec)))
         return sig
+
+    def _sign_future(self, key: _KeyBase, spec: Any, data: bytes) -> cf.Future[bytes]:
+        """One operation whose result resolves a new future (sign_future's
+        path, kept flat: it is most of the per-operation Python cost)."""
+        self._check_open()
+        if spec.prehashed:
+            self._check_prehashed(spec, [data])
+        qat = self._qat
+        fut: DeviceFuture
+        if qat is not None and qat.accepts(key, spec):
+            fut = qat.new_future()
+            qat.submit_one(key, spec, data, fut)
+            return fut
+        fut = DeviceFuture()
+        self._software().submit(key._sw_signer, key._sw_args(spec), [data], [(fut, 0)])
+        return fut
 
     def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
         """Queue the operations; result i goes to (target, i)."""
         self._check_open()
         self._check_prehashed(spec, datas)
         if self._qat is not None and self._qat.accepts(key, spec):
-            if len(datas) == 1 and type(target) is DeviceFuture:
-                self._qat.submit_one(key, spec, datas[0], target)
-            else:
-                self._qat.submit(key, spec, datas, target)
+            self._qat.submit(key, spec, datas, target)
             return
         targets = [(target, i) for i in range(len(datas))]
         self._software().submit(key._sw_signer, key._sw_args(spec), datas, targets)
@@ -334,15 +349,6 @@ class Engine:
             self._qat.submit_async(key, spec, data, fut, loop)
             return
         self._software().submit(key._sw_signer, key._sw_args(spec), [data], [(fut, 0)])
-
-    def _new_future(self) -> cf.Future[Any]:
-        """A RUNNING future for one operation (on the device: one that drains
-        completions itself while its result is awaited)."""
-        if self._qat is not None:
-            return self._qat.new_future()  # type: ignore[no-any-return]
-        fut: cf.Future[Any] = cf.Future()
-        fut.set_running_or_notify_cancel()
-        return fut
 
     def _wait(self, fut: cf.Future[Any]) -> Any:
         if self._qat is not None:

@@ -75,10 +75,7 @@ class _KeyBase:
         operation cannot be cancelled (the device owns it until it answers).
         """
         spec = self._spec(*args)
-        data = _ops.data_bytes(data)
-        fut = self._engine._new_future()
-        self._engine._submit(self, spec, [data], fut)
-        return fut
+        return self._engine._sign_future(self, spec, _ops.data_bytes(data))
 
     def sign_async(self, data: bytes, *args: Any) -> asyncio.Future[bytes]:
         """Start a signature from a running event loop; await the result.

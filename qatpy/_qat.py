@@ -10,6 +10,7 @@ batch.  Engines (QatBackend) share the runtime by reference count.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures as cf
 import itertools
 import logging
@@ -81,6 +82,10 @@ def _be(n: int, length: int | None = None) -> bytes:
 # event loops that are waiting for them before it delivers them itself.
 COMPLETION_GRACE_NS = 200_000
 
+# A submitting thread drains on its way out once this many completions wait
+# (see submit_one).
+SUBMIT_DRAIN_AT = 32
+
 # A tag is (request id << TAG_SHIFT) | index: one pending entry per submit
 # call, however many operations it carries.
 TAG_SHIFT = 24
@@ -100,7 +105,7 @@ class _Runtime:
         #                operation be re-run in software)
         self.pending: dict[int, list[Any]] = {}
         self.rids = itertools.count(1)
-        self.per_instance: dict[int, int] = {}  # completions served, by instance index
+        self.per_instance: collections.Counter[int] = collections.Counter()  # completions, by instance index
         self.stopping = False
         self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.thread: threading.Thread | None = None
@@ -150,9 +155,7 @@ class _Runtime:
         tags, sts, cpas, results, insts = self.device.drain()
         if not tags:
             return 0
-        per_inst = self.per_instance
-        for i in insts:
-            per_inst[i] = per_inst.get(i, 0) + 1
+        self.per_instance.update(insts)
         items: list[Item] = []
         reroute: list[tuple[QatBackend, list[Any], int, int]] = []
         with self.lock:
@@ -291,6 +294,7 @@ class QatBackend:
         self._loop_batches: dict[asyncio.AbstractEventLoop, list[tuple[_KeyBase, Any, bytes, Any]]] = {}
         self._mode = poll_mode
         self._poll_delay = poll_delay
+        self._waiter = self._wait_for  # one bound method for every future
         if sim:
             qpath, upath = _binding.sim_paths()
         else:
@@ -456,8 +460,8 @@ class QatBackend:
         general submit(), which handles it.
         """
         rt = self._rt
-        is_rsa = isinstance(key, QatRSAPrivateKey)
-        if (is_rsa and spec.pss) or rt.manual:
+        is_ec = type(spec) is _ops.EcSpec
+        if rt.manual or (not is_ec and spec.pss):  # PSS is encoded in Python: general path
             self.submit(key, spec, [data], target)
             return
         digest = data if spec.prehashed else _ops.HASHLIB[spec.hash_name](data).digest()
@@ -469,15 +473,23 @@ class QatBackend:
             self._inflight += 1
             self._submitted += 1
             self._active += 1
+        dev = rt.device
         try:
             handle = key._handles[id(self)]
-            if is_rsa:
-                rc = rt.device.submit_rsa(handle, RSA_PKCS1, spec.hash_id, digest, rid << TAG_SHIFT)
+            if is_ec:
+                rc = dev.submit_ecdsa(handle, digest, rid << TAG_SHIFT)
             else:
-                rc = rt.device.submit_ecdsa(handle, digest, rid << TAG_SHIFT)
+                rc = dev.submit_rsa(handle, RSA_PKCS1, spec.hash_id, digest, rid << TAG_SHIFT)
+            backlog = dev.backlog()
         finally:
             self._leave()
         if rc == SUBMIT_OK:
+            if backlog >= SUBMIT_DRAIN_AT and not rt.manual:
+                # Completions pile up while this thread submits: take them
+                # here, in one batch, rather than leave them to the
+                # completion thread (whose drain would cost this thread a
+                # GIL hand-off).
+                rt.drain()
             return
         # Nothing was queued under this id: take it back and let the general
         # path deal with a full device or an error.
@@ -619,7 +631,7 @@ class QatBackend:
             deliver([(target, index, None, exc)])
 
     def new_future(self) -> DeviceFuture:
-        return DeviceFuture(self._wait_for)
+        return DeviceFuture(self._waiter)
 
     def wait(self, fut: Any) -> Any:
         self._wait_for(fut, None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import threading
+import time
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -120,3 +122,127 @@ def test_threads_share_an_engine(engine, rsa_keys, ec_keys):
 
     with cf.ThreadPoolExecutor(8) as pool:
         list(pool.map(work, range(64)))
+
+
+def test_future_protocol(engine, ec_keys):
+    """sign_future's futures keep the whole Future protocol: callbacks, cf.wait, as_completed, wrap_future, repr."""
+    key = engine.wrap_key(ec_keys["secp256r1"])
+    pub = ec_keys["secp256r1"].public_key()
+    early: list[cf.Future[bytes]] = []
+    futs = [key.sign_future(b"p%d" % i, ECDSA) for i in range(200)]
+    for f in futs[:100]:
+        f.add_done_callback(early.append)  # most are registered before their result lands
+    done, not_done = cf.wait(futs, timeout=30)
+    assert not not_done and len(done) == 200
+    assert sorted(map(id, early)) == sorted(map(id, futs[:100]))
+    late: list[cf.Future[bytes]] = []
+    futs[150].add_done_callback(late.append)  # after completion: runs at once
+    assert late == [futs[150]]
+    assert len(list(cf.as_completed(futs, timeout=30))) == 200
+    for i, f in enumerate(futs):
+        assert f.done() and not f.running() and not f.cancelled() and f.exception() is None
+        pub.verify(f.result(timeout=0), b"p%d" % i, ECDSA)
+    assert "state=finished returned bytes" in repr(futs[0])
+
+    async def through_asyncio() -> bytes:
+        return await asyncio.wrap_future(key.sign_future(b"w", ECDSA))
+
+    pub.verify(asyncio.run(through_asyncio()), b"w", ECDSA)
+
+
+def test_future_waiters_are_never_lost(engine, ec_keys):
+    """Threads blocked in cf.wait, result(timeout) and callbacks all wake while results land concurrently."""
+    key = engine.wrap_key(ec_keys["secp256r1"])
+    pub = ec_keys["secp256r1"].public_key()
+    rounds, per = 40, 25
+    seen: list[int] = []
+
+    def waiter(style: int, futs: list[cf.Future[bytes]]) -> int:
+        if style == 0:
+            _, left = cf.wait(futs, timeout=30)
+            assert not left
+        elif style == 1:
+            for f in futs:
+                f.result(timeout=30)
+        else:
+            ev = threading.Event()
+            count = [0]
+
+            def cb(_f: cf.Future[bytes]) -> None:
+                count[0] += 1
+                if count[0] == len(futs):
+                    ev.set()
+
+            for f in futs:
+                f.add_done_callback(cb)
+            assert ev.wait(30)
+        return len(futs)
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        for r in range(rounds):
+            futs = [key.sign_future(b"r%d-%d" % (r, i), ECDSA) for i in range(per)]
+            # Waiters start while the operations are in flight (the race under test).
+            seen += [w.result(timeout=60) for w in [pool.submit(waiter, s, futs) for s in range(3)]]
+            pub.verify(futs[-1].result(timeout=0), b"r%d-%d" % (r, per - 1), ECDSA)
+    assert seen == [per] * (3 * rounds)
+
+
+def test_futures_with_only_callbacks_all_resolve(engine, ec_keys):
+    """Futures nobody calls result() on still resolve: every callback fires with a valid signature."""
+    key = engine.wrap_key(ec_keys["secp256r1"])
+    pub = ec_keys["secp256r1"].public_key()
+    got: dict[int, bytes] = {}
+    all_in = threading.Event()
+    n = 2000
+
+    def cb(i: int) -> object:
+        def done(f: cf.Future[bytes]) -> None:
+            got[i] = f.result(timeout=0)
+            if len(got) == n:
+                all_in.set()
+
+        return done
+
+    for i in range(n):
+        key.sign_future(b"c%d" % i, ECDSA).add_done_callback(cb(i))
+    assert all_in.wait(30), f"{n - len(got)} callbacks never ran"
+    for i in range(0, n, 97):
+        pub.verify(got[i], b"c%d" % i, ECDSA)
+
+
+def test_lock_free_settle_wakes_every_kind_of_waiter():
+    """settle() racing a blocked result(), cf.wait and add_done_callback never loses a wake-up (1,800 races)."""
+    from qatpy._completion import DeviceFuture, settle
+
+    start = threading.Barrier(2)
+    for i in range(1800):
+        fut = DeviceFuture()  # no device waiter: waits take the standard Future path
+        style = i % 3
+        # Settle at once (racing the waiter's set-up) or once it is surely blocked.
+        delay = (0.0, 0.0001, 0.002)[(i // 3) % 3]
+        box: list[object] = []
+
+        def wait(fut: DeviceFuture = fut, style: int = style, box: list[object] = box) -> None:
+            start.wait()
+            if style == 0:
+                box.append(cf.Future.result(fut, timeout=10))
+            elif style == 1:
+                done, _ = cf.wait([fut], timeout=10)
+                box.append(fut.result(timeout=0) if done else None)
+            else:
+                ev = threading.Event()
+                fut.add_done_callback(lambda f: (box.append(f.result(timeout=0)), ev.set()))
+                ev.wait(10)
+
+        t = threading.Thread(target=wait)
+        t.start()
+        start.wait()
+        if delay:
+            time.sleep(delay)
+        settle(fut, i, None)
+        t.join(15)
+        assert box == [i], (i, style, box)
+    fut = DeviceFuture()
+    settle(fut, b"first", None)
+    settle(fut, None, RuntimeError("a late second answer"))  # ignored: settled once
+    assert fut.result(timeout=0) == b"first"
