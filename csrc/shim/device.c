@@ -228,6 +228,9 @@ static void avoid_submitter_cpu(struct qps_inst *inst)
     CPU_CLR(me, &others);
     if (sched_setaffinity(0, sizeof others, &others) == 0) {
         atomic_fetch_add(&inst->dev->st.poller_moves, 1);
+        /* Give the scheduler its choice back.  If that fails (the cpuset
+         * changed meanwhile) the narrower mask stays; it is still a subset
+         * of what the process was allowed. */
         (void)sched_setaffinity(0, sizeof all, &all);
     }
 }
@@ -244,18 +247,20 @@ static void *poll_main(void *arg)
     pthread_setname_np(pthread_self(), name);
 
     uint64_t idle_since = 0; /* when the instance last ran out of work (0: busy) */
-    uint32_t peak = 0;       /* most requests in flight at once since the last park */
+    uint32_t peak = 0;       /* most requests in flight at once in this busy period */
+    bool linger = false;     /* the busy period that just ended was a stream */
     while (!atomic_load(&dev->stop_threads)) {
         int mode = atomic_load(&dev->poll_mode);
         if (mode == QATPY_POLL_MANUAL || !inst_has_work(inst)) {
             uint64_t now = qps_now_ns();
-            if (idle_since == 0)
+            if (idle_since == 0) { /* a busy period ends: judge it, start afresh */
                 idle_since = now;
-            if (mode == QATPY_POLL_MANUAL || peak < QPS_LINGER_MIN_PEAK ||
-                now - idle_since >= QPS_LINGER_NS) {
+                linger = peak >= QPS_LINGER_MIN_PEAK;
+                peak = 0;
+            }
+            if (mode == QATPY_POLL_MANUAL || !linger || now - idle_since >= QPS_LINGER_NS) {
                 bool probe = park(inst);
                 idle_since = 0;
-                peak = 0;
                 if (!probe)
                     continue;
                 mode = QATPY_POLL_TIMER; /* zombie probe: one poll, no event wait */
@@ -613,6 +618,7 @@ static struct qatpy_device *dev_new(void)
         return NULL;
     atomic_init(&dev->refs, 1);
     atomic_init(&dev->verify, 1);
+    atomic_init(&dev->submit_cpu, -1); /* no submit yet */
     dev->efd = -1;
     pthread_mutex_init(&dev->state_lock, NULL);
     pthread_mutex_init(&dev->slot_lock, NULL);

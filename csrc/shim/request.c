@@ -952,7 +952,9 @@ static int submit_common(struct qatpy_device *dev, struct qatpy_key *key, int op
     atomic_store_explicit(&req->claim, QPS_CLAIM_OPEN, memory_order_relaxed);
     memcpy(req->input, input, in_len);
     atomic_fetch_add(&dev->st.submitted, 1);
-    atomic_store_explicit(&dev->submit_cpu, sched_getcpu(), memory_order_relaxed);
+    int cpu = sched_getcpu(); /* a hint for the poll threads (avoid_submitter_cpu) */
+    if (atomic_load_explicit(&dev->submit_cpu, memory_order_relaxed) != cpu)
+        atomic_store_explicit(&dev->submit_cpu, cpu, memory_order_relaxed); /* keep the line clean */
     qps_submit_or_queue(dev, req, false);
     gate_exit(dev);
     return QATPY_SUBMIT_OK;
