@@ -30,27 +30,36 @@ _FINISHED = "FINISHED"
 _DONE_STATES = frozenset(("CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED))
 
 
+# Guards the creation of a future's condition against settle_many's
+# lock-free path (see DeviceFuture).
+_COND_LOCK = threading.Lock()
+
+
 class DeviceFuture(cf.Future):  # type: ignore[type-arg]
     """The ``concurrent.futures.Future`` that ``sign_future`` returns.
 
-    It behaves exactly as the standard class, and costs less per operation:
+    It behaves as the standard class and costs less per operation:
 
     * the condition variable that ``Future`` makes in ``__init__`` is made
-      on first use (``add_done_callback``, ``cf.wait``, a blocking wait);
-      most futures are resolved before anyone waits and never need one;
-    * `settle` resolves it without that lock when none exists (nobody can
-      be waiting then), and through the standard path when one does;
+      on first use (``add_done_callback``, ``cf.wait``, ``as_completed``, a
+      blocking wait); most futures are resolved before anyone waits and
+      never need one;
+    * `settle_many` resolves futures that have no condition under one
+      module lock for the whole batch, and the others through the standard
+      path (state, ``cf.wait`` waiters and ``notify_all`` under the
+      future's own condition, then the callbacks);
     * on the device, ``result()`` and ``exception()`` drain the device's
       completions on the calling thread while waiting (`waiter`), instead
       of waiting for the completion thread to hand the result over: one
       thread switch and GIL hand-off fewer per result.
 
-    Why the lock-free settle is safe (under the GIL): `settle` publishes
-    the state *before* it looks for a condition, and every waiter creates
-    the condition *before* it reads the state under it.  So either the
-    waiter sees FINISHED, or `settle` sees the condition and notifies
-    under it (runs the callbacks, wakes ``cf.wait`` waiters) as
-    ``Future.set_result`` does.
+    Why this is safe: the standard waiters (``cf.wait``, ``as_completed``,
+    ``Future.result``) read ``_state`` under the future's condition and
+    rely on it not changing until they wait.  A condition is created only
+    under `_COND_LOCK`, and the lock-free path changes the state only under
+    `_COND_LOCK` after seeing no condition; so a waiter's condition either
+    exists before the state changes (then the change is made under it) or
+    is created after (then the waiter reads FINISHED).
     """
 
     _waiter: Callable[[DeviceFuture, float | None], None] | None = None
@@ -69,8 +78,11 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
 
     def __getattr__(self, name: str) -> Any:
         if name == "_condition":
-            # setdefault is atomic: racing first users share one condition.
-            return self.__dict__.setdefault("_condition", threading.Condition())
+            with _COND_LOCK:
+                cond = self.__dict__.get("_condition")
+                if cond is None:
+                    cond = self.__dict__["_condition"] = threading.Condition()
+            return cond
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def done(self) -> bool:
@@ -105,26 +117,61 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
         return self._exception
 
 
-def settle(fut: DeviceFuture, value: Any, exc: BaseException | None) -> None:
-    """Resolve `fut` once (a second answer for it is ignored)."""
-    if fut._state in _DONE_STATES:
+#: Where callbacks go when the thread resolving futures must not run them
+#: (it is a caller inside sign() or result(), see deliver()).
+Defer = Callable[[list[DeviceFuture]], None]
+
+
+def settle_many(items: list[tuple[DeviceFuture, Any, BaseException | None]], defer: Defer | None = None) -> None:
+    """Resolve each future once (a second answer for one is ignored).
+
+    Callbacks run here, after every future of the batch is resolved, or go
+    to `defer` when given."""
+    slow: list[tuple[DeviceFuture, Any, BaseException | None]] = []
+    with _COND_LOCK:
+        for item in items:
+            fut = item[0]
+            if "_condition" in fut.__dict__:
+                slow.append(item)
+            elif fut._state not in _DONE_STATES:
+                if item[2] is None:
+                    fut._result = item[1]
+                else:
+                    fut._exception = item[2]
+                fut._state = _FINISHED  # nobody can be waiting: no condition yet
+    if not slow:
         return
-    if exc is None:
-        fut._result = value
-    else:
-        fut._exception = exc
-    fut._state = _FINISHED  # publish first (see DeviceFuture)
-    cond = fut.__dict__.get("_condition")
-    if cond is None:
-        return  # no waiter, no callback, no cf.wait: nobody to tell
-    with cond:
-        for w in fut._waiters:
+    called: list[DeviceFuture] = []
+    for fut, value, exc in slow:
+        cond = fut._condition
+        with cond:
+            if fut._state in _DONE_STATES:
+                continue
             if exc is None:
-                w.add_result(fut)
+                fut._result = value
             else:
-                w.add_exception(fut)
-        cond.notify_all()
-    fut._invoke_callbacks()
+                fut._exception = exc
+            fut._state = _FINISHED
+            for w in fut._waiters:
+                if exc is None:
+                    w.add_result(fut)
+                else:
+                    w.add_exception(fut)
+            cond.notify_all()
+        if fut._done_callbacks:
+            called.append(fut)
+    if not called:
+        return
+    if defer is not None:
+        defer(called)
+    else:
+        for fut in called:
+            fut._invoke_callbacks()  # logs and swallows what a callback raises
+
+
+def settle(fut: DeviceFuture, value: Any, exc: BaseException | None) -> None:
+    """Resolve one future (see settle_many)."""
+    settle_many([(fut, value, exc)])
 
 
 class FutureGroup:
@@ -202,15 +249,24 @@ def _resolve_async(items: list[Item]) -> None:
             fut.set_exception(exc)
 
 
-def deliver(items: Iterable[Item]) -> None:
-    """Resolve every target in `items`; safe from any thread."""
+def deliver(items: Iterable[Item], defer: Defer | None = None) -> None:
+    """Resolve every target in `items`; safe from any thread.
+
+    `defer`: set when this thread is a caller inside qatpy (a blocking
+    ``sign()``, a ``result()`` draining the device): the done-callbacks of
+    the futures it resolves are handed to `defer` instead of running here,
+    so a callback never runs inside a caller that may hold its locks, and
+    a callback that submits again does not recurse into the drain."""
     by_loop: dict[asyncio.AbstractEventLoop, list[Item]] | None = None
     batches: dict[BatchResult, list[Item]] | None = None
+    futs: list[tuple[DeviceFuture, Any, BaseException | None]] | None = None
     for item in items:
         target = item[0]
         tt = type(target)
         if tt is DeviceFuture:
-            settle(target, item[2], item[3])
+            if futs is None:
+                futs = []
+            futs.append((target, item[2], item[3]))
         elif tt is cf.Future:
             if item[3] is None:
                 target.set_result(item[2])
@@ -229,10 +285,12 @@ def deliver(items: Iterable[Item]) -> None:
             if by_loop is None:
                 by_loop = {}
             by_loop.setdefault(target.get_loop(), []).append(item)
+    if futs:
+        settle_many(futs, defer)
     if batches:
         finished = [b.finish() for b, its in batches.items() if b._put_many(its)]
         if finished:
-            deliver(finished)
+            deliver(finished, defer)
     if by_loop:
         for loop, its in by_loop.items():
             _call_in_loop(loop, _resolve_async, its)

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
 
 from . import _ops
-from ._completion import BatchResult
+from ._completion import BatchResult, DeviceFuture
 
 _PKCS1_SPECS: dict[type, _ops.RsaSpec] = {}
 _ECDSA_SPECS: dict[type, _ops.EcSpec] = {}
@@ -112,10 +112,9 @@ class _KeyBase:
         self, data: Iterable[bytes], *args: Any, return_exceptions: bool = False
     ) -> cf.Future[list[Any]]:
         """Sign a batch; the future resolves to the list of signatures, in order."""
-        outer: cf.Future[list[Any]] = cf.Future()
-        inner: cf.Future[BatchResult] = cf.Future()
-        inner.set_running_or_notify_cancel()
-        outer.set_running_or_notify_cancel()
+        # Running futures whose callbacks a caller's drain defers (see deliver()).
+        outer: cf.Future[list[Any]] = DeviceFuture()
+        inner: cf.Future[BatchResult] = DeviceFuture()
 
         def _done(f: cf.Future[BatchResult]) -> None:
             try:

@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import itertools
 import logging
 import os
+import queue
 import threading
 import time
 import weakref
@@ -109,6 +110,10 @@ class _Runtime:
         self.stopping = False
         self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.thread: threading.Thread | None = None
+        # Done-callbacks of futures resolved by a caller's drain (see
+        # deliver()) run here, on a thread started when first needed.
+        self.callbacks: queue.SimpleQueue[list[DeviceFuture] | None] = queue.SimpleQueue()
+        self.callback_thread: threading.Thread | None = None
         if not self.manual:
             self.thread = threading.Thread(target=self._completion_loop, name="qatpy-completions", daemon=True)
             self.thread.start()
@@ -121,6 +126,32 @@ class _Runtime:
             # no waiter or event loop claimed within the grace period.
             seen = dev.wait_unclaimed(seen, COMPLETION_GRACE_NS, 50_000_000)
             self.drain()
+
+    def defer(self, futs: list[DeviceFuture]) -> None:
+        """Run these futures' done-callbacks on the callback thread."""
+        if self.callback_thread is None:
+            with self.lock:
+                if self.callback_thread is None:
+                    t = threading.Thread(target=self._callback_loop, name="qatpy-callbacks", daemon=True)
+                    t.start()
+                    self.callback_thread = t
+        self.callbacks.put(futs)
+
+    def _callback_loop(self) -> None:
+        while True:
+            futs = self.callbacks.get()
+            if futs is None:
+                return
+            for fut in futs:
+                fut._invoke_callbacks()  # logs and swallows what a callback raises
+
+    def stop_callbacks(self, timeout: float) -> None:
+        t = self.callback_thread
+        if t is None:
+            return
+        self.callbacks.put(None)  # after the callbacks already queued
+        if t is not threading.current_thread():
+            t.join(timeout)
 
     def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let `loop` drain completions itself when the shim's eventfd fires,
@@ -151,7 +182,10 @@ class _Runtime:
                 pass
         self.loops = weakref.WeakSet()
 
-    def drain(self) -> int:
+    def drain(self, caller: bool = False) -> int:
+        """Take the waiting completions and resolve their targets.  `caller`:
+        this thread is inside a sign()/result()/submit, so done-callbacks go
+        to the callback thread instead of running here (see deliver())."""
         tags, sts, cpas, results, insts = self.device.drain()
         if not tags:
             return 0
@@ -178,7 +212,7 @@ class _Runtime:
                 else:
                     owner._failed += 1
                     items.append((entry[0], tag & TAG_MASK, None, _completion_error(st, cpa)))
-        deliver(items)
+        deliver(items, self.defer if caller else None)
         for owner, entry, index, st in reroute:
             owner._reroute(entry, index, _FALLBACK_REASON[st])
         return len(items) + len(reroute)
@@ -488,8 +522,8 @@ class QatBackend:
                 # Completions pile up while this thread submits: take them
                 # here, in one batch, rather than leave them to the
                 # completion thread (whose drain would cost this thread a
-                # GIL hand-off).
-                rt.drain()
+                # GIL hand-off).  Callbacks go to the callback thread.
+                rt.drain(caller=True)
             return
         # Nothing was queued under this id: take it back and let the general
         # path deal with a full device or an error.
@@ -660,7 +694,7 @@ class QatBackend:
                     time.sleep(min(self._poll_delay, left) if left is not None else self._poll_delay)
                 continue
             seen = dev.seq()
-            rt.drain()
+            rt.drain(caller=True)
             if fut.done():
                 return
             step = 20_000_000 if left is None else min(20_000_000, int(left * 1e9))
@@ -756,6 +790,7 @@ class QatBackend:
                 if rt.thread is not None and rt.thread is not threading.current_thread():
                     rt.thread.join()
                 rt.drain()
+                rt.stop_callbacks(max(0.1, deadline - time.monotonic()))
                 rt.device.free()
                 if rt.is_sim:
                     _sim_end_session()

@@ -11,6 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
+import qatpy
+
 PKCS = (padding.PKCS1v15(), hashes.SHA256())
 ECDSA = ec.ECDSA(hashes.SHA256())
 
@@ -246,3 +248,151 @@ def test_lock_free_settle_wakes_every_kind_of_waiter():
     settle(fut, b"first", None)
     settle(fut, None, RuntimeError("a late second answer"))  # ignored: settled once
     assert fut.result(timeout=0) == b"first"
+
+
+@pytest.mark.parametrize("style", ["wait_all", "as_completed"])
+def test_settle_never_races_cf_wait(style):
+    """settle() racing cf.wait / as_completed on another thread never miscounts (no early return, no KeyError)."""
+    import random
+    import sys
+
+    from qatpy._completion import DeviceFuture, settle
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows
+    go, box, failures = threading.Event(), [], []
+
+    def settler() -> None:
+        while True:
+            go.wait()
+            go.clear()
+            if box[0] is None:
+                return
+            for _ in range(random.randrange(0, 40)):
+                pass
+            settle(box[0], 1, None)
+
+    t = threading.Thread(target=settler)
+    t.start()
+    try:
+        for i in range(2400 if style == "wait_all" else 20000):
+            f1, f2 = DeviceFuture(), DeviceFuture()
+            box[:] = [f1]
+            go.set()
+            try:
+                if style == "wait_all" and i % 8:
+                    t0 = time.monotonic()
+                    done, _ = cf.wait([f1], timeout=0.5)  # f1 is being settled: returns at once
+                    if done != {f1} or time.monotonic() - t0 > 0.25:
+                        failures.append((i, "missed the wake-up"))
+                elif style == "wait_all":
+                    t0 = time.monotonic()
+                    _, not_done = cf.wait([f1, f2], timeout=0.005)  # f2 is never settled here
+                    if time.monotonic() - t0 < 0.004 or not_done != {f2}:
+                        failures.append((i, "returned early"))
+                else:
+                    it = cf.as_completed([f1, f2], timeout=5)
+                    first = next(it)
+                    settle(f2, 2, None)
+                    rest = list(it)
+                    if {first, *rest} != {f1, f2} or len(rest) != 1:
+                        failures.append((i, "yielded wrong futures"))
+            except Exception as exc:
+                failures.append((i, repr(exc)))
+            while not f1.done():
+                time.sleep(0)
+    finally:
+        box[:] = [None]
+        go.set()
+        t.join()
+        sys.setswitchinterval(old)
+    assert failures == []
+
+
+def test_callbacks_never_run_inside_a_caller(ec_keys):
+    """Callbacks of futures that a result() or submit drains resolve run on qatpy's threads, not the caller's."""
+    with qatpy.Engine("sim", sim={"latency_ns": 2_000_000}) as eng:
+        key = eng.wrap_key(ec_keys["secp256r1"])
+        where: list[int] = []
+        futs = [key.sign_future(b"t%d" % i, ECDSA) for i in range(64)]
+        for f in futs:
+            f.add_done_callback(lambda f: where.append(threading.get_ident()))
+        futs[-1].result(timeout=30)  # this thread drains the device here
+        cf.wait(futs, timeout=30)
+        deadline = time.monotonic() + 10
+        while len(where) < 64 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(where) == 64
+    assert threading.get_ident() not in where
+
+
+def test_callbacks_that_submit_again_do_not_recurse(ec_keys):
+    """A pipeline whose callbacks submit the next operation runs 20,000 operations with a shallow stack."""
+    import traceback
+
+    total, depth = 20_000, 512
+    lock, all_done = threading.Lock(), threading.Event()
+    state = {"started": 0, "finished": 0, "max_stack": 0}
+    errors: list[BaseException] = []
+    pub = ec_keys["secp256r1"].public_key()
+    with qatpy.Engine("sim") as eng:
+        key = eng.wrap_key(ec_keys["secp256r1"])
+
+        def start() -> None:
+            with lock:
+                if state["started"] >= total:
+                    return
+                state["started"] += 1
+            key.sign_future(b"c", ECDSA).add_done_callback(on_done)
+
+        def on_done(f: cf.Future[bytes]) -> None:
+            state["max_stack"] = max(state["max_stack"], len(traceback.extract_stack()))
+            try:
+                pub.verify(f.result(timeout=0), b"c", ECDSA)
+            except BaseException as exc:
+                errors.append(exc)
+            with lock:
+                state["finished"] += 1
+                if state["finished"] == total:
+                    all_done.set()
+            start()
+
+        for _ in range(depth):
+            start()
+        assert all_done.wait(60), state
+    assert errors == [] and state["finished"] == total
+    assert state["max_stack"] < 60, state
+
+
+def test_submitting_under_a_lock_the_callbacks_take(ec_keys):
+    """Submitting while holding a lock that every done-callback takes does not deadlock."""
+    results: dict[int, bytes] = {}
+    lock = threading.Lock()
+    with qatpy.Engine("sim") as eng:
+        key = eng.wrap_key(ec_keys["secp256r1"])
+
+        def cb(f: cf.Future[bytes], i: int) -> None:
+            with lock:
+                results[i] = f.result(timeout=0)
+
+        def run() -> None:
+            futs: list[cf.Future[bytes]] = []
+            for i in range(3000):
+                with lock:  # e.g. a request table guarded by one lock
+                    futs.append(key.sign_future(b"%d" % i, ECDSA))
+                    if i % 500 == 499:
+                        futs[i - 250].result(timeout=30)  # a drain on this thread, lock held
+                # (A callback added to a finished future runs at once, in this
+                # thread, as with any Future: so it is added outside the lock.)
+                futs[i].add_done_callback(lambda f, i=i: cb(f, i))
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(60)
+        assert not t.is_alive(), "deadlocked"
+        deadline = time.monotonic() + 30
+        while len(results) < 3000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(results) == 3000
+    for i in range(0, 3000, 101):
+        ec_keys["secp256r1"].public_key().verify(results[i], b"%d" % i, ECDSA)
