@@ -38,9 +38,9 @@
 /* An instance whose only in-flight requests are timed-out zombies is polled
  * this often (a timed park), to notice a late answer without spinning. */
 #define ZOMBIE_POLL_NS 1000000ULL
-/* A poller whose instance runs out of work after serving a stream (at least
- * QPS_LINGER_MIN_PEAK requests in flight at once) keeps polling, at the poll
- * delay, for QPS_LINGER_NS before it parks.  The stream's next requests then
+/* A poller whose instance runs out of work within QPS_STREAM_MEMORY_NS of
+ * serving a stream (at least QPS_LINGER_MIN_PEAK requests in flight at once)
+ * keeps polling, at the poll delay, for QPS_LINGER_NS before it parks.  The stream's next requests then
  * find it awake: no futex wake-up on the submitting thread (~1.3 us each),
  * and no wake-up that pulls the poller onto the submitter's CPU (see
  * avoid_submitter_cpu).  Measured on the sim at zero latency, sign_future @256:
@@ -50,6 +50,12 @@
  * other threads' wake-ups on 2 CPUs). */
 #define QPS_LINGER_NS 1000000ULL
 #define QPS_LINGER_MIN_PEAK 2
+/* Judging only the busy period that just ended was too short-sighted: under
+ * a steady stream some periods hold a single request, the poller parked
+ * after them, and sign_future fell back to 2.0-2.9x in some runs.  A single
+ * burst followed by one request at a time stops lingering after this long
+ * (reviewed: lingering for good there cost 24% of a core). */
+#define QPS_STREAM_MEMORY_NS 20000000ULL
 #define MAX_DEADLINE_NS (3600ULL * 1000000000ULL)
 
 void qps_errf(char *err, size_t errlen, const char *fmt, ...)
@@ -246,18 +252,15 @@ static void *poll_main(void *arg)
     snprintf(name, sizeof name, "qatpy-poll-%u", inst->index);
     pthread_setname_np(pthread_self(), name);
 
-    uint64_t idle_since = 0; /* when the instance last ran out of work (0: busy) */
-    uint32_t peak = 0;       /* most requests in flight at once in this busy period */
-    bool linger = false;     /* the busy period that just ended was a stream */
+    uint64_t idle_since = 0;  /* when the instance last ran out of work (0: busy) */
+    uint64_t stream_seen = 0; /* when it last had a stream (>= MIN_PEAK in flight) */
     while (!atomic_load(&dev->stop_threads)) {
         int mode = atomic_load(&dev->poll_mode);
         if (mode == QATPY_POLL_MANUAL || !inst_has_work(inst)) {
             uint64_t now = qps_now_ns();
-            if (idle_since == 0) { /* a busy period ends: judge it, start afresh */
+            if (idle_since == 0)
                 idle_since = now;
-                linger = peak >= QPS_LINGER_MIN_PEAK;
-                peak = 0;
-            }
+            bool linger = stream_seen && idle_since - stream_seen < QPS_STREAM_MEMORY_NS;
             if (mode == QATPY_POLL_MANUAL || !linger || now - idle_since >= QPS_LINGER_NS) {
                 bool probe = park(inst);
                 idle_since = 0;
@@ -268,9 +271,8 @@ static void *poll_main(void *arg)
             /* else linger: a stream of requests is likely to go on */
         } else {
             idle_since = 0;
-            uint32_t now_inflight = atomic_load_explicit(&inst->inflight, memory_order_relaxed);
-            if (now_inflight > peak)
-                peak = now_inflight;
+            if (atomic_load_explicit(&inst->inflight, memory_order_relaxed) >= QPS_LINGER_MIN_PEAK)
+                stream_seen = qps_now_ns();
         }
         if (mode == QATPY_POLL_EVENT && inst->event_fd >= 0) {
             /* Bounded wait so stop_threads, mode changes and deadlines are noticed. */
