@@ -114,6 +114,7 @@ class _Runtime:
         # deliver()) run here, on a thread started when first needed.
         self.callbacks: queue.SimpleQueue[list[DeviceFuture] | None] = queue.SimpleQueue()
         self.callback_thread: threading.Thread | None = None
+        self.callbacks_closed = False
         if not self.manual:
             self.thread = threading.Thread(target=self._completion_loop, name="qatpy-completions", daemon=True)
             self.thread.start()
@@ -128,14 +129,18 @@ class _Runtime:
             self.drain()
 
     def defer(self, futs: list[DeviceFuture]) -> None:
-        """Run these futures' done-callbacks on the callback thread."""
-        if self.callback_thread is None:
-            with self.lock:
+        """Run these futures' done-callbacks on the callback thread (here,
+        if a late drain comes after that thread was told to stop)."""
+        with self.lock:  # orders every put against stop_callbacks' sentinel
+            if not self.callbacks_closed:
                 if self.callback_thread is None:
                     t = threading.Thread(target=self._callback_loop, name="qatpy-callbacks", daemon=True)
                     t.start()
                     self.callback_thread = t
-        self.callbacks.put(futs)
+                self.callbacks.put(futs)
+                return
+        for fut in futs:
+            fut._invoke_callbacks()
 
     def _callback_loop(self) -> None:
         while True:
@@ -146,10 +151,12 @@ class _Runtime:
                 fut._invoke_callbacks()  # logs and swallows what a callback raises
 
     def stop_callbacks(self, timeout: float) -> None:
-        t = self.callback_thread
-        if t is None:
-            return
-        self.callbacks.put(None)  # after the callbacks already queued
+        with self.lock:
+            self.callbacks_closed = True
+            t = self.callback_thread
+            if t is None:
+                return
+            self.callbacks.put(None)  # after the callbacks already queued
         if t is not threading.current_thread():
             t.join(timeout)
 

@@ -396,3 +396,18 @@ def test_submitting_under_a_lock_the_callbacks_take(ec_keys):
     assert len(results) == 3000
     for i in range(0, 3000, 101):
         ec_keys["secp256r1"].public_key().verify(results[i], b"%d" % i, ECDSA)
+
+
+def test_callbacks_deferred_after_the_callback_thread_stopped_still_run():
+    """A drain that defers callbacks after the device began closing runs them itself rather than lose them."""
+    from qatpy._completion import DeviceFuture, settle_many
+
+    with qatpy.Engine("sim") as eng:
+        rt = eng._qat._rt
+        rt.defer([])  # the callback thread exists...
+        rt.stop_callbacks(5.0)  # ...and has been told to stop, as the last close() does
+        fut = DeviceFuture()
+        ran: list[object] = []
+        fut.add_done_callback(ran.append)
+        settle_many([(fut, b"late", None)], rt.defer)
+        assert ran == [fut] and fut.result(timeout=0) == b"late"
