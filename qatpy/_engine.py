@@ -245,7 +245,7 @@ class Engine:
         """Wrap a cryptography RSA or EC private key so it signs on this engine."""
         self._check_open()
         if isinstance(key, _KeyBase):
-            key = key._key  # type: ignore[attr-defined]
+            key = key._key
         if isinstance(key, rsa.RSAPrivateKey):
             return QatRSAPrivateKey(key, self)
         if isinstance(key, ec.EllipticCurvePrivateKey):

@@ -51,18 +51,28 @@ def _gather(batch: BatchResult, return_exceptions: bool) -> list[Any]:
 class _KeyBase:
     _engine: Engine
     _handles: dict[int, Any]
+    _key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey  # the wrapped cryptography key
 
     @property
     def engine(self) -> Engine:
         """The engine this key signs on."""
         return self._engine
 
+    def private_bytes(
+        self,
+        encoding: _serialization.Encoding,
+        format: _serialization.PrivateFormat,
+        encryption_algorithm: _serialization.KeySerializationEncryption,
+    ) -> bytes:
+        """Serialise the key, as cryptography does."""
+        return self._key.private_bytes(encoding, format, encryption_algorithm)
+
     def _spec(self, *args: Any) -> Any:
         raise NotImplementedError
 
     def _sw_signer(self, worker: int) -> Any:
         """The software sign function for a worker (-1: the caller's thread)."""
-        return self._key.sign  # type: ignore[attr-defined]
+        return self._key.sign
 
     def _sw_args(self, spec: Any) -> tuple[Any, ...]:
         """The arguments after the data for cryptography's own sign()."""
@@ -136,6 +146,8 @@ class _KeyBase:
 class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
     """An RSA private key whose signatures run on a qatpy Engine."""
 
+    _key: rsa.RSAPrivateKey
+
     def __init__(self, key: rsa.RSAPrivateKey, engine: Engine) -> None:
         if not isinstance(key, rsa.RSAPrivateKey) or isinstance(key, _KeyBase):
             raise TypeError("expected a cryptography RSAPrivateKey")
@@ -205,15 +217,6 @@ class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
         """The key's numbers, as cryptography gives them (the key is in memory)."""
         return self._key.private_numbers()
 
-    def private_bytes(
-        self,
-        encoding: _serialization.Encoding,
-        format: _serialization.PrivateFormat,
-        encryption_algorithm: _serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Serialise the key, as cryptography does."""
-        return self._key.private_bytes(encoding, format, encryption_algorithm)
-
     def __copy__(self) -> QatRSAPrivateKey:
         return self
 
@@ -228,6 +231,8 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
     """An ECDSA private key (P-256, P-384 or P-521) whose signatures run on a qatpy Engine."""
 
     SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+
+    _key: ec.EllipticCurvePrivateKey
 
     def __init__(self, key: ec.EllipticCurvePrivateKey, engine: Engine) -> None:
         if not isinstance(key, ec.EllipticCurvePrivateKey) or isinstance(key, _KeyBase):
@@ -297,15 +302,6 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         """The key's numbers, as cryptography gives them (the key is in memory)."""
         return self._key.private_numbers()
-
-    def private_bytes(
-        self,
-        encoding: _serialization.Encoding,
-        format: _serialization.PrivateFormat,
-        encryption_algorithm: _serialization.KeySerializationEncryption,
-    ) -> bytes:
-        """Serialise the key, as cryptography does."""
-        return self._key.private_bytes(encoding, format, encryption_algorithm)
 
     def __copy__(self) -> QatECPrivateKey:
         return self

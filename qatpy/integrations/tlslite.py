@@ -120,7 +120,8 @@ class _Counters:
 
 
 class _Counted:
-    """What the adapters report about where their signatures ran."""
+    """What both adapters share: where their signatures ran, and that they
+    hold a private key tlslite must not serialise."""
 
     _counters: _Counters
 
@@ -134,6 +135,15 @@ class _Counted:
         """Signatures tlslite asked for in a form qatpy cannot express, made in
         software (always 0 for ECDSA: every request there is expressible)."""
         return self._counters.software_fallbacks
+
+    def hasPrivateKey(self) -> bool:
+        return True
+
+    def acceptsPassword(self) -> bool:
+        return False
+
+    def write(self, password: Any = None) -> str:
+        raise NotImplementedError("serialise the qatpy key with its private_bytes(), not through tlslite")
 
 
 # tlslite's key classes are untyped, hence the ignores on the class lines.
@@ -163,15 +173,6 @@ class QatTlsliteRSAKey(_Counted, RSAKey):  # type: ignore[misc]
 
     def __len__(self) -> int:
         return self.qatpy_key.key_size
-
-    def hasPrivateKey(self) -> bool:
-        return True
-
-    def acceptsPassword(self) -> bool:
-        return False
-
-    def write(self, password: Any = None) -> str:
-        raise NotImplementedError("serialise the qatpy key with its private_bytes(), not through tlslite")
 
     def _qatpy_args(
         self, data: bytes, pad: str, hash_alg: str | None, salt_len: int | None
@@ -248,15 +249,6 @@ class QatTlsliteECDSAKey(_Counted, ECDSAKey):  # type: ignore[misc]
 
     def __len__(self) -> int:
         return self._order_bits
-
-    def hasPrivateKey(self) -> bool:
-        return True
-
-    def acceptsPassword(self) -> bool:
-        return False
-
-    def write(self, password: Any = None) -> str:
-        raise NotImplementedError("serialise the qatpy key with its private_bytes(), not through tlslite")
 
     def _prehashed(self, digest: bytes) -> tuple[bytes, Prehashed]:
         """The digest as (bytes, Prehashed) qatpy accepts, with the same ECDSA value."""
