@@ -76,17 +76,6 @@ def sim_reset() -> bool:
     return native().lib.qatpy_sim_knob_reset() == 0
 
 
-def constants() -> dict[str, int]:
-    lib = native().lib
-    return {n: getattr(lib, n) for n in dir(lib) if n.startswith(("QATPY_", "CPA_"))}
-
-
-def layout(struct: str, field: str | None = None) -> int:
-    """sizeof(struct) or offsetof(struct, field), as the C compiler laid it out."""
-    ffi = native().ffi
-    return int(ffi.sizeof(struct) if field is None else ffi.offsetof(struct, field))
-
-
 class Key:
     """A device-side key (DMA copies of the private parts), released once."""
 

@@ -19,9 +19,8 @@ import concurrent.futures as cf
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any
 
-Target = Union["cf.Future[Any]", "asyncio.Future[Any]", "BatchResult", "FutureGroup"]
 # (target, index within a BatchResult, value, exception)
 Item = tuple[Any, int, Any, BaseException | None]
 

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ._completion import DeviceFuture, fail_all
+from ._backend import Backend, Operation
 from ._errors import EngineClosedError, EngineForkedError, QatUnavailableError
 from ._keys import QatECPrivateKey, QatRSAPrivateKey, _KeyBase
 from ._software import SoftwareBackend
@@ -44,9 +44,9 @@ def _after_fork_in_child() -> None:
     # The device, its threads and its DMA memory belong to the parent.
     for eng in list(_engines):
         eng._forked = True
-    from . import _qat
+    from . import _session
 
-    _qat.forget_after_fork()
+    _session.forget_after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -145,15 +145,14 @@ class Engine:
         self._closed = True
         self._forked = False
         self._pid = os.getpid()
-        self._qat: Any = None
-        self._sw: SoftwareBackend | None = None
-        self._threads = threads
+        ops: Backend | None = None
 
         if backend in ("qat", "sim", "auto"):
-            from . import _qat
+            from ._fallback import FallbackPolicy
+            from ._qat import QatBackend
 
             try:
-                self._qat = _qat.QatBackend(
+                qat = QatBackend(
                     sim=(backend == "sim"),
                     libqat=os.fspath(libqat) if libqat is not None else None,
                     libusdm=os.fspath(libusdm) if libusdm is not None else None,
@@ -163,8 +162,6 @@ class Engine:
                     max_inflight=max_inflight,
                     max_requests=max_requests,
                     sim_knobs=dict(sim or {}),
-                    fallback=fallback,
-                    software=self._software,
                     verify=verify,
                     deadline=self.deadline,
                 )
@@ -173,12 +170,11 @@ class Engine:
                     raise
                 self.fallback_reason = exc.reason
                 log.info("qatpy: QAT unavailable, using software: %s", exc.reason)
-        if self._qat is None:
-            self._sw = SoftwareBackend(threads)
-        self.backend: str = self._qat.name if self._qat is not None else "software"
-        # Software fallback for keys/ops the device cannot take.
-        self._fallback_sw: SoftwareBackend | None = None
-        self._sw_closed = False
+            else:
+                ops = FallbackPolicy(qat, fallback, threads)
+        #: The backend this engine's operations go to (see qatpy._backend).
+        self._ops: Backend = ops if ops is not None else SoftwareBackend(threads)
+        self.backend: str = self._ops.name
         self._closed = False
         _engines.add(self)
         log.debug("qatpy: engine on %s backend", self.backend)
@@ -215,18 +211,7 @@ class Engine:
             self._closed = True
         if self._forked or os.getpid() != self._pid:
             return  # the parent's device is not ours to touch
-        # One budget for the whole close.  The device goes first: operations
-        # it fails while draining may still be re-run in software, so the
-        # software backends close after it.
-        deadline = time.monotonic() + t
-        if self._qat is not None:
-            self._qat.close(t)
-        with self._lock:
-            self._sw_closed = True
-            backends = [sw for sw in (self._sw, self._fallback_sw) if sw is not None]
-        for sw in backends:
-            left = sw.close(max(0.0, deadline - time.monotonic()))
-            fail_all(left, lambda: EngineClosedError("engine closed before the operation ran"))
+        self._ops.close(time.monotonic() + t)
 
     def __del__(self) -> None:
         # Finalizers only warn (they may run at interpreter exit, on any thread).
@@ -283,16 +268,6 @@ class Engine:
             return self.load_private_key(f.read(), password)
 
     # -- operations (called by the key objects) ----------------------------
-    def _software(self) -> SoftwareBackend:
-        if self._sw is not None:
-            return self._sw
-        with self._lock:
-            if self._sw_closed:
-                raise EngineClosedError("engine is closed")
-            if self._fallback_sw is None:
-                self._fallback_sw = SoftwareBackend(self._threads)
-            return self._fallback_sw
-
     @staticmethod
     def _check_prehashed(spec: Any, datas: list[bytes]) -> None:
         if spec.prehashed:
@@ -306,61 +281,36 @@ class Engine:
         self._check_open()
         if spec.prehashed:
             self._check_prehashed(spec, [data])
-        qat = self._qat
-        if qat is not None and qat.accepts(key, spec):
-            fut = qat.new_future()
-            qat.submit_one(key, spec, data, fut)
-            result: bytes = qat.wait(fut)
-            return result
-        sig: bytes = self._software().run_sync(key._sw_signer(-1), (data, *key._sw_args(spec)))
-        return sig
+        return self._ops.sign(Operation(key._key, spec, [data], key))
 
     def _sign_future(self, key: _KeyBase, spec: Any, data: bytes) -> cf.Future[bytes]:
-        """One operation whose result resolves a new future (sign_future's
-        path, kept flat: it is most of the per-operation Python cost)."""
         self._check_open()
         if spec.prehashed:
             self._check_prehashed(spec, [data])
-        qat = self._qat
-        fut: DeviceFuture
-        if qat is not None and qat.accepts(key, spec):
-            fut = qat.new_future()
-            qat.submit_one(key, spec, data, fut)
-            return fut
-        fut = DeviceFuture()
-        self._software().submit(key._sw_signer, key._sw_args(spec), [data], [(fut, 0)])
-        return fut
+        return self._ops.sign_future(Operation(key._key, spec, [data], key))
 
-    def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> None:
+    def _submit(self, key: _KeyBase, spec: Any, datas: list[bytes], target: Any) -> Operation:
         """Queue the operations; result i goes to (target, i)."""
         self._check_open()
         self._check_prehashed(spec, datas)
-        if self._qat is not None and self._qat.accepts(key, spec):
-            self._qat.submit(key, spec, datas, target)
-            return
-        targets = [(target, i) for i in range(len(datas))]
-        self._software().submit(key._sw_signer, key._sw_args(spec), datas, targets)
+        op = Operation(key._key, spec, datas, key)
+        self._ops.submit(op, target)
+        return op
 
     def _submit_async(self, key: _KeyBase, spec: Any, data: bytes, fut: Any, loop: Any) -> None:
         """Queue one operation whose result resolves an asyncio future."""
         self._check_open()
         self._check_prehashed(spec, [data])
-        if self._qat is not None and self._qat.accepts(key, spec):
-            self._qat.submit_async(key, spec, data, fut, loop)
-            return
-        self._software().submit(key._sw_signer, key._sw_args(spec), [data], [(fut, 0)])
+        self._ops.submit(Operation(key._key, spec, [data], key), fut, loop)
 
-    def _wait(self, fut: cf.Future[Any]) -> Any:
-        if self._qat is not None:
-            return self._qat.wait(fut)
+    def _wait(self, op: Operation, fut: cf.Future[Any]) -> Any:
+        self._ops.wait(op, fut)
         return fut.result()
 
     def poll(self) -> int:
         """Poll the device once (``poll_mode="manual"``); returns completions delivered."""
         self._check_open()
-        if self._qat is None:
-            return 0
-        return int(self._qat.poll())
+        return self._ops.poll()
 
     def stats(self) -> dict[str, Any]:
         """Counters as a plain dict (see README, "stats() fields")."""
@@ -370,12 +320,10 @@ class Engine:
             "fallback_reason": self.fallback_reason,
             "closed": self._closed,
         }
-        if self._sw is not None:
-            d["software"] = self._sw.stats()
-        if self._fallback_sw is not None:
-            d["software_fallback"] = self._fallback_sw.stats()
-        if self._qat is not None:
-            d.update(self._qat.stats())
+        if isinstance(self._ops, SoftwareBackend):
+            d["software"] = self._ops.stats()
+        else:
+            d.update(self._ops.stats())
         return d
 
 

@@ -1,24 +1,10 @@
-"""qatpy's exceptions and the one table that maps a device status to one.
+"""qatpy's exception classes.
 
-The meaning of a CpaStatus depends on the call it came from (a RETRY from a
-poll means "nothing yet", from a submit "ring full"); the shim handles those
-cases itself, so every status that reaches Python is a real failure of one
-operation and maps through `status_error` below.
+Which status becomes which exception, and with what text, is decided in one
+place only: `qatpy._status` (loaded with the device path).
 """
 
 from __future__ import annotations
-
-from typing import Final
-
-# CpaStatus values (shared/reference/qatlib-abi.md §2).
-CPA_STATUS_SUCCESS: Final = 0
-CPA_STATUS_FAIL: Final = -1
-CPA_STATUS_RETRY: Final = -2
-CPA_STATUS_RESOURCE: Final = -3
-CPA_STATUS_INVALID_PARAM: Final = -4
-CPA_STATUS_FATAL: Final = -5
-CPA_STATUS_UNSUPPORTED: Final = -6
-CPA_STATUS_RESTARTING: Final = -7
 
 
 class QatpyError(Exception):
@@ -26,10 +12,11 @@ class QatpyError(Exception):
 
 
 class QatUnavailableError(QatpyError):
-    """The QAT backend was required (``backend="qat"``) but is not usable.
+    """The QAT backend was required (``backend="qat"`` or ``"sim"``) but is not usable.
 
     ``reason`` says why, naming the cause (library not found, no device,
-    start failed, no asym instance, capability missing) and a hint at the fix.
+    start failed, no asym instance, capability missing) and a hint at the fix;
+    ``cause`` is the short cause alone.
     """
 
     def __init__(self, reason: str, cause: str = "unavailable") -> None:
@@ -47,38 +34,37 @@ class EngineForkedError(EngineClosedError):
 
 
 class DeviceError(QatpyError):
-    """The device failed one operation.  ``status`` is the CpaStatus."""
-
-    status: int = CPA_STATUS_FAIL
+    """The device failed one operation.  ``status`` is the CpaStatus it reported
+    (qatlib's ``CPA_STATUS_*``, a negative int), or None when no device status
+    applies (a deadline, a failed check)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        if status is not None:
-            self.status = status
+        self.status = status
 
 
 class DeviceBusyError(DeviceError):
-    status = CPA_STATUS_RETRY
+    """The device's request ring stayed full (CPA_STATUS_RETRY)."""
 
 
 class DeviceResourceError(DeviceError):
-    status = CPA_STATUS_RESOURCE
+    """The device ran out of resources (CPA_STATUS_RESOURCE)."""
 
 
 class DeviceInvalidParamError(DeviceError):
-    status = CPA_STATUS_INVALID_PARAM
+    """The device rejected a parameter (CPA_STATUS_INVALID_PARAM)."""
 
 
 class DeviceFatalError(DeviceError):
-    status = CPA_STATUS_FATAL
+    """The device reported a fatal error (CPA_STATUS_FATAL)."""
 
 
 class DeviceUnsupportedError(DeviceError):
-    status = CPA_STATUS_UNSUPPORTED
+    """The device does not support the operation (CPA_STATUS_UNSUPPORTED)."""
 
 
 class DeviceRestartingError(DeviceError):
-    status = CPA_STATUS_RESTARTING
+    """The device is restarting (CPA_STATUS_RESTARTING)."""
 
 
 class VerificationError(DeviceError):
@@ -87,34 +73,3 @@ class VerificationError(DeviceError):
 
 class DeadlineExceededError(DeviceError):
     """The device did not answer before the operation's deadline."""
-
-
-_STATUS_TABLE: Final[dict[int, tuple[type[DeviceError], str]]] = {
-    CPA_STATUS_FAIL: (DeviceError, "device reported failure (CPA_STATUS_FAIL)"),
-    CPA_STATUS_RETRY: (DeviceBusyError, "device ring full (CPA_STATUS_RETRY)"),
-    CPA_STATUS_RESOURCE: (DeviceResourceError, "device out of resources (CPA_STATUS_RESOURCE)"),
-    CPA_STATUS_INVALID_PARAM: (
-        DeviceInvalidParamError,
-        "device rejected a parameter (CPA_STATUS_INVALID_PARAM)",
-    ),
-    CPA_STATUS_FATAL: (DeviceFatalError, "device fatal error (CPA_STATUS_FATAL)"),
-    CPA_STATUS_UNSUPPORTED: (
-        DeviceUnsupportedError,
-        "operation unsupported by this device (CPA_STATUS_UNSUPPORTED)",
-    ),
-    CPA_STATUS_RESTARTING: (DeviceRestartingError, "device is restarting (CPA_STATUS_RESTARTING)"),
-}
-
-
-def status_error(status: int, context: str = "") -> DeviceError:
-    """The exception for a failed CpaStatus (the one place this mapping lives)."""
-    cls, text = _STATUS_TABLE.get(status, (DeviceError, f"device status {status}"))
-    msg = f"{context}: {text}" if context else text
-    return cls(msg, status)
-
-
-def status_name(status: int) -> str:
-    for name, value in globals().items():
-        if name.startswith("CPA_STATUS_") and value == status:
-            return name
-    return str(status)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding, PKCS1v15
 
 from . import _ops
+from ._backend import Operation
 from ._completion import BatchResult, DeviceFuture
 
 _PKCS1_SPECS: dict[type, _ops.RsaSpec] = {}
@@ -49,8 +50,13 @@ def _gather(batch: BatchResult, return_exceptions: bool) -> list[Any]:
 
 
 class _KeyBase:
+    """What both key types share: the wrapped cryptography key and the engine.
+
+    A key object holds no backend state: backends keep theirs (device
+    copies, per-worker clones) against the key object, which they may
+    reference weakly."""
+
     _engine: Engine
-    _handles: dict[int, Any]
     _key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey  # the wrapped cryptography key
 
     @property
@@ -68,14 +74,6 @@ class _KeyBase:
         return self._key.private_bytes(encoding, format, encryption_algorithm)
 
     def _spec(self, *args: Any) -> Any:
-        raise NotImplementedError
-
-    def _sw_signer(self, worker: int) -> Any:
-        """The software sign function for a worker (-1: the caller's thread)."""
-        return self._key.sign
-
-    def _sw_args(self, spec: Any) -> tuple[Any, ...]:
-        """The arguments after the data for cryptography's own sign()."""
         raise NotImplementedError
 
     def sign_future(self, data: bytes, *args: Any) -> cf.Future[bytes]:
@@ -104,19 +102,29 @@ class _KeyBase:
     def _submit_many(
         self, data: Iterable[bytes], args: tuple[Any, ...], done: Any, record_times: bool = False
     ) -> BatchResult:
+        """Queue a batch whose BatchResult resolves `done` (see sign_many)."""
+        return self._start_many(data, args, done, record_times)[0]
+
+    def _start_many(
+        self, data: Iterable[bytes], args: tuple[Any, ...], done: Any, record_times: bool = False
+    ) -> tuple[BatchResult, Operation | None]:
         spec = self._spec(*args)
         if isinstance(data, (bytes, bytearray, memoryview, str)):
             raise TypeError("sign_many takes an iterable of messages, not a single message")
-        try:
-            items = [_ops.data_bytes(d, "each message") for d in data]
-        except TypeError:
-            raise
+        items = [_ops.data_bytes(d, "each message") for d in data]
         batch = BatchResult(len(items), done, record_times)
         if not items:
             done.set_result(batch)
-            return batch
-        self._engine._submit(self, spec, items, batch)
-        return batch
+            return batch, None
+        return batch, self._engine._submit(self, spec, items, batch)
+
+    def _sign_many(self, data: Iterable[bytes], args: tuple[Any, ...], return_exceptions: bool) -> list[Any]:
+        done: cf.Future[BatchResult] = cf.Future()
+        done.set_running_or_notify_cancel()
+        batch, op = self._start_many(data, args, done)
+        if op is not None:
+            self._engine._wait(op, done)
+        return _gather(done.result(), return_exceptions)
 
     def sign_many_future(
         self, data: Iterable[bytes], *args: Any, return_exceptions: bool = False
@@ -153,19 +161,7 @@ class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
             raise TypeError("expected a cryptography RSAPrivateKey")
         self._key = key
         self._engine = engine
-        self._handles = {}
         self._key_size = key.key_size
-        self._clones: dict[int, rsa.RSAPrivateKey] = {}
-
-    def _sw_signer(self, worker: int) -> Any:
-        # One RSA object per software worker: OpenSSL serialises signatures
-        # on a single RSA object (see qatpy/_software.py).
-        if worker < 0:
-            return self._key.sign
-        clone = self._clones.get(worker)
-        if clone is None:
-            clone = self._clones.setdefault(worker, self._key.private_numbers().private_key())
-        return clone.sign
 
     def _spec(self, pad: Any = None, algorithm: Any = None, *extra: Any) -> _ops.RsaSpec:
         if extra:
@@ -185,9 +181,6 @@ class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
     def key_size(self) -> int:
         return self._key_size
 
-    def _sw_args(self, spec: Any) -> tuple[Any, ...]:
-        return (spec.padding, spec.algorithm)
-
     def public_key(self) -> rsa.RSAPublicKey:
         return self._key.public_key()
 
@@ -204,10 +197,7 @@ class QatRSAPrivateKey(_KeyBase, rsa.RSAPrivateKey):
         With ``return_exceptions=True`` a failed operation leaves its
         exception in place of a signature instead of raising the first one.
         """
-        done: cf.Future[BatchResult] = cf.Future()
-        done.set_running_or_notify_cancel()
-        self._submit_many(data, (padding, algorithm), done)
-        return _gather(self._engine._wait(done), return_exceptions)
+        return self._sign_many(data, (padding, algorithm), return_exceptions)
 
     def decrypt(self, ciphertext: bytes, padding: AsymmetricPadding) -> bytes:
         """RSA decryption, in software (qatpy offloads signing only)."""
@@ -246,7 +236,6 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
             )
         self._key = key
         self._engine = engine
-        self._handles = {}
 
     def _spec(self, signature_algorithm: Any = None, *extra: Any) -> _ops.EcSpec:
         if extra:
@@ -266,9 +255,6 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
     @property
     def curve(self) -> ec.EllipticCurve:
         return self._key.curve
-
-    def _sw_args(self, spec: Any) -> tuple[Any, ...]:
-        return (spec.signature_algorithm,)
 
     @property
     def key_size(self) -> int:
@@ -290,10 +276,7 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
         return_exceptions: bool = False,
     ) -> list[Any]:
         """Sign every message in `data`; returns DER signatures in order."""
-        done: cf.Future[BatchResult] = cf.Future()
-        done.set_running_or_notify_cancel()
-        self._submit_many(data, (signature_algorithm,), done)
-        return _gather(self._engine._wait(done), return_exceptions)
+        return self._sign_many(data, (signature_algorithm,), return_exceptions)
 
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         """ECDH, in software (qatpy offloads signing only)."""

@@ -18,14 +18,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 
-# Hash name -> (shim hash id, digest size).  Ids match QATPY_HASH_* in
-# csrc/shim/qatpy_shim.h.
-HASHES: Final[dict[str, tuple[int, int]]] = {
-    "sha224": (1, 28),
-    "sha256": (2, 32),
-    "sha384": (3, 48),
-    "sha512": (4, 64),
-}
+# The hashes qatpy signs with: hashlib name -> digest size in bytes.
+DIGEST_SIZES: Final[dict[str, int]] = {"sha224": 28, "sha256": 32, "sha384": 48, "sha512": 64}
 
 # hashlib constructors by name: hashlib.sha256(x) is cheaper than hashlib.new("sha256", x).
 HASHLIB: Final = {
@@ -71,13 +65,17 @@ def _message_hash(algorithm: object, role: str) -> tuple[str, bool]:
 class RsaSpec:
     pss: bool
     hash_name: str
-    hash_id: int
     digest_size: int
     prehashed: bool
     mgf_hash: str  # PSS only
     salt_len: int  # PSS only, resolved for this key size
     padding: AsymmetricPadding
     algorithm: hashes.HashAlgorithm | utils.Prehashed
+
+    @property
+    def sw_args(self) -> tuple[AsymmetricPadding, hashes.HashAlgorithm | utils.Prehashed]:
+        """The arguments after the data for cryptography's own RSA sign()."""
+        return (self.padding, self.algorithm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +85,20 @@ class EcSpec:
     prehashed: bool
     signature_algorithm: ec.ECDSA
 
+    @property
+    def sw_args(self) -> tuple[ec.ECDSA]:
+        """The arguments after the data for cryptography's own EC sign()."""
+        return (self.signature_algorithm,)
+
 
 def rsa_spec(pad: object, algorithm: object, key_size: int) -> RsaSpec:
     """Check (padding, algorithm) for an RSA signature with a key of `key_size` bits."""
     if not isinstance(pad, AsymmetricPadding):
         raise TypeError(f"padding must be padding.PKCS1v15() or padding.PSS(...), not {type(pad).__name__}")
     hash_name, prehashed = _message_hash(algorithm, "algorithm")
-    hash_id, dsize = HASHES[hash_name]
+    dsize = DIGEST_SIZES[hash_name]
     if isinstance(pad, padding.PKCS1v15):
-        return RsaSpec(False, hash_name, hash_id, dsize, prehashed, "", 0, pad, algorithm)  # type: ignore[arg-type]
+        return RsaSpec(False, hash_name, dsize, prehashed, "", 0, pad, algorithm)  # type: ignore[arg-type]
     if not isinstance(pad, padding.PSS):
         raise UnsupportedAlgorithm(
             f"padding {pad.name} cannot be used for signing; use PKCS1v15 or PSS",
@@ -124,7 +127,7 @@ def rsa_spec(pad: object, algorithm: object, key_size: int) -> RsaSpec:
         raise ValueError(
             f"PSS salt length {salt_len} is too long for a {key_size}-bit key with {hash_name} (max {max_salt})"
         )
-    return RsaSpec(True, hash_name, hash_id, dsize, prehashed, mgf_hash, salt_len, pad, algorithm)  # type: ignore[arg-type]
+    return RsaSpec(True, hash_name, dsize, prehashed, mgf_hash, salt_len, pad, algorithm)  # type: ignore[arg-type]
 
 
 def ec_spec(signature_algorithm: object) -> EcSpec:
@@ -142,7 +145,7 @@ def ec_spec(signature_algorithm: object) -> EcSpec:
             _Reasons.UNSUPPORTED_PUBLIC_KEY_ALGORITHM,
         )
     hash_name, prehashed = _message_hash(signature_algorithm.algorithm, "ECDSA hash")
-    return EcSpec(hash_name, HASHES[hash_name][1], prehashed, signature_algorithm)
+    return EcSpec(hash_name, DIGEST_SIZES[hash_name], prehashed, signature_algorithm)
 
 
 def message_digest(hash_name: str, digest_size: int, prehashed: bool, data: bytes) -> bytes:

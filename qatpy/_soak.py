@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from . import _binding, _qat
+from . import _binding, _simsession
 from ._engine import Engine
 from ._errors import QatpyError
 from ._simfaults import FAULT_KINDS
@@ -169,7 +169,7 @@ def run_soak(
             for k in FAULT_KINDS + tuple(k.split(".")[1] for k in (extra_faults or {}) if k.startswith("fault."))
         }
         report["device"] = {k: st["device"][k] for k in ("submitted", "completed", "ring_retries", "ecdsa_retries")}
-    totals = _qat.sim_totals()
+    totals = _simsession.totals()
     report["leaked_dma_allocs"] = totals["mem.live_allocs"]
     report["key_freed_unwiped"] = totals["mem.key_freed_unwiped"]
     report["refused_non_dma"] = totals["refused.dma"]

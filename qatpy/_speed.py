@@ -114,7 +114,7 @@ def engine_loop(
     sub = max(1, min(256, inflight // 4 or 1))
     depth = max(1, -(-inflight // sub))
     msgs = [MESSAGE] * sub
-    pending: deque[tuple[float, BatchResult, cf.Future[Any]]] = deque()
+    pending: deque[tuple[float, BatchResult, Any, cf.Future[Any]]] = deque()
     lats: list[np.ndarray] = []
     n = 0
     t0 = time.perf_counter()
@@ -124,15 +124,15 @@ def engine_loop(
         done: cf.Future[Any] = cf.Future()
         done.set_running_or_notify_cancel()
         ts = time.perf_counter()
-        batch = qkey._submit_many(msgs, args, done, record_times=True)
-        pending.append((ts, batch, done))
+        batch, op = qkey._start_many(msgs, args, done, record_times=True)
+        pending.append((ts, batch, op, done))
 
     for _ in range(depth):
         submit()
     now = t0
     while pending:
-        ts, batch, done = pending.popleft()
-        qkey.engine._wait(done)
+        ts, batch, op, done = pending.popleft()
+        qkey.engine._wait(op, done)
         if batch.first_error is not None:
             raise batch.first_error
         n += len(batch)

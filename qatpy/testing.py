@@ -66,10 +66,10 @@ def qatpy_engine(request: pytest.FixtureRequest) -> Iterator[Any]:
 @pytest.fixture
 def qatpy_sim() -> Iterator[Callable[..., Any]]:
     """Factory for Engines on the simulated device with fault plans and knobs."""
-    from qatpy import Engine, _qat
+    from qatpy import Engine, _simsession
 
     made: list[Any] = []
-    before = _qat.sim_totals()
+    before = _simsession.totals()
 
     def make(
         faults: Mapping[str, int | Mapping[str, int]] | None = None,
@@ -85,6 +85,6 @@ def qatpy_sim() -> Iterator[Callable[..., Any]]:
     yield make
     for eng in made:
         eng.close()
-    after = _qat.sim_totals()
+    after = _simsession.totals()
     leaks = {k: after[k] - before[k] for k in after if after[k] != before[k]}
     assert not leaks, f"the simulated device was left with {leaks}"

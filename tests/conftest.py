@@ -68,7 +68,7 @@ def device_clean_at_end():
         loaded = False
     if not loaded:
         return
-    from qatpy import _qat
+    from qatpy import _simsession
 
-    totals = _qat.sim_totals()
+    totals = _simsession.totals()
     assert totals == {"refused.dma": 0, "mem.key_freed_unwiped": 0, "mem.live_allocs": 0}, totals

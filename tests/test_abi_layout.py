@@ -53,49 +53,26 @@ def test_constants_match_facts():
     assert wrong == {}
 
 
-def test_shim_constants_match_python():
-    """The Python mirror of the shim's codes (qatpy._qat) equals csrc/shim/qatpy_shim.h."""
-    from qatpy import _qat
+def test_status_enums_cover_the_shim_codes():
+    """qatpy._status's enums hold every QATPY_*/CPA_STATUS_* code family the shim declares, each with its compiled value."""
+    from qatpy import _status
 
     lib = _binding.native().lib
-    assert _qat.POLL_MODE == {
-        "timer": lib.QATPY_POLL_TIMER,
-        "busy": lib.QATPY_POLL_BUSY,
-        "event": lib.QATPY_POLL_EVENT,
-        "manual": lib.QATPY_POLL_MANUAL,
+    families = {
+        "QATPY_ERR_": _status.OpenError,
+        "QATPY_POLL_": _status.PollMode,
+        "QATPY_ST_": _status.Status,
+        "QATPY_SUBMIT_": _status.Submit,
+        "QATPY_RSA_": _status.RsaEncoding,
+        "QATPY_HASH_": _status.HashId,
+        "QATPY_CURVE_": _status.Curve,
     }
-    pairs = {
-        "ERR_LIBRARY": "QATPY_ERR_LIBRARY",
-        "ERR_NO_DEVICE": "QATPY_ERR_NO_DEVICE",
-        "ERR_START": "QATPY_ERR_START",
-        "ERR_NO_INSTANCE": "QATPY_ERR_NO_INSTANCE",
-        "ERR_CAPABILITY": "QATPY_ERR_CAPABILITY",
-        "ERR_INSTANCE": "QATPY_ERR_INSTANCE",
-        "ST_OK": "QATPY_ST_OK",
-        "ST_DEVICE_FAIL": "QATPY_ST_DEVICE_FAIL",
-        "ST_SUBMIT_FAIL": "QATPY_ST_SUBMIT_FAIL",
-        "ST_CLOSED": "QATPY_ST_CLOSED",
-        "ST_VERIFY_FAIL": "QATPY_ST_VERIFY_FAIL",
-        "ST_TIMEOUT": "QATPY_ST_TIMEOUT",
-        "SUBMIT_OK": "QATPY_SUBMIT_OK",
-        "SUBMIT_FULL": "QATPY_SUBMIT_FULL",
-        "SUBMIT_CLOSED": "QATPY_SUBMIT_CLOSED",
-        "SUBMIT_BADARG": "QATPY_SUBMIT_BADARG",
-        "SUBMIT_BADKEY": "QATPY_SUBMIT_BADKEY",
-        "RSA_RAW": "QATPY_RSA_RAW",
-        "RSA_PKCS1": "QATPY_RSA_PKCS1",
-    }
-    assert {p: getattr(_qat, p) for p in pairs} == {p: getattr(lib, c) for p, c in pairs.items()}
-    assert _qat.CURVES == {
-        "secp256r1": lib.QATPY_CURVE_P256,
-        "secp384r1": lib.QATPY_CURVE_P384,
-        "secp521r1": lib.QATPY_CURVE_P521,
-    }
+    for prefix, enum_cls in families.items():
+        declared = {n[len(prefix) :]: getattr(lib, n) for n in dir(lib) if n.startswith(prefix)}
+        assert {m.name: int(m) for m in enum_cls} == declared, prefix
+    cpa = {n[len("CPA_STATUS_") :]: getattr(lib, n) for n in dir(lib) if n.startswith("CPA_STATUS_")}
+    cpa.pop("MAX_STR_LENGTH_IN_BYTES")
+    assert {m.name: int(m) for m in _status.CpaStatus} == cpa
     from qatpy import _ops
 
-    assert {n: v[0] for n, v in _ops.HASHES.items()} == {
-        "sha224": lib.QATPY_HASH_SHA224,
-        "sha256": lib.QATPY_HASH_SHA256,
-        "sha384": lib.QATPY_HASH_SHA384,
-        "sha512": lib.QATPY_HASH_SHA512,
-    }
+    assert set(_status.HASH_IDS) == set(_ops.DIGEST_SIZES)

@@ -405,7 +405,7 @@ def test_callbacks_deferred_after_the_callback_thread_stopped_still_run():
     from qatpy._completion import DeviceFuture, settle_many
 
     with qatpy.Engine("sim") as eng:
-        rt = eng._qat._rt
+        rt = eng._ops.primary._delivery
         rt.defer([])  # the callback thread exists...
         rt.stop_callbacks(5.0)  # ...and has been told to stop, as the last close() does
         fut = DeviceFuture()

@@ -1,0 +1,147 @@
+"""The device session: the one started device of this process.
+
+qatlib allows one start per process, so every engine on the device shares
+one `DeviceSession`: the shim's device, the table of requests on it and the
+delivery of their results.  Engines acquire it (the first one loads the
+library and starts the device) and release it (the last one shuts the
+device down and frees it).  After fork() the parent's session is forgotten:
+its DMA memory and threads do not exist in the child.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+from . import _binding, _simsession, _status
+from ._delivery import Delivery
+from ._errors import QatUnavailableError
+from ._pending import PendingTable
+
+
+class DeviceSession:
+    def __init__(self, device: _binding.Device, is_sim: bool, manual: bool, libraries: tuple[str, str]) -> None:
+        self.device = device
+        self.is_sim = is_sim
+        self.manual = manual
+        self.libraries = libraries
+        self.pending = PendingTable()
+        self.delivery = Delivery(device, self.pending, manual)
+        self.refs = 0  # engines holding the session, under _lock
+
+    def release(self, deadline: float) -> None:
+        """An engine is done with the device; the last one shuts it down,
+        using what is left until `deadline` (time.monotonic())."""
+        global _current
+        with _lock:
+            self.refs -= 1
+            last = self.refs == 0 and _current is self
+            if last:
+                _current = None
+                _idle.clear()  # a new engine waits until this device is gone
+        if not last:
+            return
+        try:
+            self.delivery.stop(
+                lambda: self.device.shutdown(int(max(0.0, deadline - time.monotonic()) * 1e9)),
+                max(0.1, deadline - time.monotonic()),
+            )
+            self.device.free()
+            if self.is_sim:
+                _simsession.end()
+        finally:
+            _idle.set()
+
+
+_lock = threading.Lock()
+_current: DeviceSession | None = None
+# Clear while the last engine's device is being shut down and freed.
+_idle = threading.Event()
+_idle.set()
+
+
+def acquire(
+    *,
+    sim: bool,
+    libraries: tuple[str | None, str | None],
+    poll_mode: str,
+    poll_delay: float,
+    instances: int | None,
+    max_inflight: int | None,
+    max_requests: int | None,
+    sim_knobs: Mapping[str, int],
+    verify: bool,
+    deadline: float | None,
+) -> DeviceSession:
+    """Join the running device session, or start one (QatUnavailableError
+    naming the cause when the device cannot be used)."""
+    global _current
+    qpath, upath = libraries
+    try:
+        _binding.native()
+    except ImportError as exc:
+        raise QatUnavailableError(str(exc), "extension missing") from None
+    mode = _status.PollMode[poll_mode.upper()]
+    # The previous device may still be shutting down (its last engine is
+    # closing on another thread): wait for it rather than fail to start.
+    while True:
+        _idle.wait(30)
+        with _lock:
+            if _current is not None or _idle.is_set():
+                break
+    with _lock:
+        s = _current
+        if s is None:
+            rc, msg = _binding.lib_load(qpath, upath)
+            if rc != 0:
+                raise _status.unavailable(rc, msg)
+            is_sim = _binding.lib_is_sim()
+            if sim and not is_sim:
+                raise QatUnavailableError(
+                    "the simulated device is not the library loaded in this process", "start failed"
+                )
+            if not sim and is_sim:
+                raise QatUnavailableError(
+                    "this process already loaded qatpy's simulated device; a real libqat cannot be loaded beside it",
+                    "start failed",
+                )
+            if is_sim:
+                _simsession.begin(sim_knobs)
+            dev, rc, msg = _binding.Device.open(
+                mode, int(poll_delay * 1e9), instances or 0, max_inflight or 0, max_requests or 0
+            )
+            if dev is None:
+                raise _status.unavailable(rc, msg)
+            s = DeviceSession(
+                dev, is_sim, mode == _status.PollMode.MANUAL, (qpath or "libqat.so.4", upath or "libusdm.so.0")
+            )
+            _current = s
+        else:
+            if sim != s.is_sim:
+                raise QatUnavailableError(
+                    "this process already runs the " + ("simulated" if s.is_sim else "real") + " device",
+                    "start failed",
+                )
+            if s.manual != (mode == _status.PollMode.MANUAL):
+                raise ValueError(
+                    f"poll_mode={poll_mode!r} cannot join the running device, which polls "
+                    + ("manually" if s.manual else "on its own threads")
+                    + "; close the other engines first (the device and its polling are per process)"
+                )
+            if s.is_sim:
+                _simsession.apply(sim_knobs)
+            s.device.set_poll(mode, int(poll_delay * 1e9))
+        # Verification and deadlines are device-wide: the most recent
+        # engine's settings apply (like the poll settings).
+        s.device.set_verify(verify)
+        s.device.set_deadline(0 if deadline is None else max(1, int(deadline * 1e9)))
+        s.refs += 1
+    return s
+
+
+def forget_after_fork() -> None:
+    """In a forked child: the parent's device is unusable; start afresh."""
+    global _current, _lock
+    _current = None
+    _lock = threading.Lock()
