@@ -95,7 +95,7 @@ def acquire(
         if s is None:
             rc, msg = _binding.lib_load(qpath, upath)
             if rc != 0:
-                raise _status.unavailable(rc, msg)
+                raise _status.unavailable(rc, msg, loading=True)
             is_sim = _binding.lib_is_sim()
             if sim and not is_sim:
                 raise QatUnavailableError(

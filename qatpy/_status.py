@@ -154,10 +154,22 @@ _OPEN_CAUSES: Final[dict[int, tuple[str, str]]] = {
 }
 
 
-def unavailable(rc: int, msg: str) -> QatUnavailableError:
-    """The error for a failed qatpy_lib_load / qatpy_device_open."""
-    cause, hint = _OPEN_CAUSES.get(rc, ("unavailable", ""))
-    text = f"{cause}: {msg}" if msg else cause
+# A second library in one process: qatpy_lib_load's STATE result.
+_LOAD_CONFLICT: Final = (
+    "one qatlib per process",
+    "a process loads qatlib once and never unloads it: use the same backend for every engine in this "
+    "process, or run the other backend in another process",
+)
+
+
+def unavailable(rc: int, msg: str, *, loading: bool = False) -> QatUnavailableError:
+    """The error for a failed qatpy_lib_load (`loading`) / qatpy_device_open."""
+    if loading and rc == OpenError.STATE:
+        cause, hint = _LOAD_CONFLICT
+    else:
+        cause, hint = _OPEN_CAUSES.get(rc, ("unavailable", ""))
+    # The shim's own text may already start with the cause ("no QAT device: ...").
+    text = msg if msg.lower().startswith(cause.lower()) else (f"{cause}: {msg}" if msg else cause)
     if hint and "hint" not in msg and "install" not in msg:
         text += f" (hint: {hint})"
     return QatUnavailableError(text, cause)

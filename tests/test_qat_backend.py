@@ -36,6 +36,29 @@ def test_startup_failures_name_their_cause(knobs, cause, words):
         assert eng.backend == "sim"
 
 
+def test_startup_reason_names_its_cause_once():
+    """The no-device reason states its cause once ("no QAT device: ...", not "no QAT device: no QAT device: ...")."""
+    with pytest.raises(qatpy.QatUnavailableError) as ei:
+        qatpy.Engine("sim", sim={"qat_available": 0})
+    assert ei.value.reason.lower().count("no qat device") == 1, ei.value.reason
+
+
+def test_a_second_qatlib_in_one_process_is_named_as_such(tmp_path):
+    """After the simulator was loaded (and its engines closed), another libqat is refused with the true cause, and auto falls back saying so."""
+    with qatpy.Engine("sim") as eng:
+        assert eng.backend == "sim"
+    other = (str(tmp_path / "libqat.so.4"), str(tmp_path / "libusdm.so.0"))
+    with pytest.raises(qatpy.QatUnavailableError) as ei:
+        qatpy.Engine("qat", libqat=other[0], libusdm=other[1])
+    assert ei.value.cause == "one qatlib per process"
+    assert "close its engines" not in ei.value.reason and "already loaded" in ei.value.reason
+    with qatpy.Engine("auto", libqat=other[0], libusdm=other[1]) as eng:
+        assert eng.backend == "software"
+        assert eng.fallback_reason is not None and eng.fallback_reason.startswith("one qatlib per process")
+    with qatpy.Engine("sim") as eng:  # the loaded simulator still works
+        assert eng.backend == "sim"
+
+
 def test_unknown_sim_knob():
     """An unknown simulator knob is a ValueError naming it, and leaves no device running."""
     with pytest.raises(ValueError, match="no_such_knob"):
