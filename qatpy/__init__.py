@@ -12,6 +12,9 @@ started when the first Engine that needs them is created.
 from __future__ import annotations
 
 import os
+from typing import overload
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ._engine import DEFAULT_POLL_DELAY, Engine, default_engine
 from ._errors import (
@@ -53,8 +56,15 @@ def load_private_key_file(
     return (engine or default_engine()).load_private_key_file(path, password)
 
 
+@overload
+def wrap_key(key: rsa.RSAPrivateKey, *, engine: Engine | None = None) -> QatRSAPrivateKey: ...
+@overload
+def wrap_key(key: ec.EllipticCurvePrivateKey, *, engine: Engine | None = None) -> QatECPrivateKey: ...
+@overload
+def wrap_key(key: object, *, engine: Engine | None = None) -> PrivateKey: ...
 def wrap_key(key: object, *, engine: Engine | None = None) -> PrivateKey:
-    """Wrap an existing cryptography private key so it signs on `engine`."""
+    """Wrap an existing cryptography private key so it signs on `engine`
+    (default: the shared default engine); see `Engine.wrap_key`."""
     return (engine or default_engine()).wrap_key(key)
 
 

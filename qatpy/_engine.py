@@ -12,7 +12,7 @@ import warnings
 import weakref
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, overload
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -226,8 +226,20 @@ class Engine:
         return f"<qatpy.Engine backend={self.backend} {state}>"
 
     # -- keys --------------------------------------------------------------
+    @overload
+    def wrap_key(self, key: rsa.RSAPrivateKey) -> QatRSAPrivateKey: ...
+    @overload
+    def wrap_key(self, key: ec.EllipticCurvePrivateKey) -> QatECPrivateKey: ...
+    @overload
+    def wrap_key(self, key: object) -> QatRSAPrivateKey | QatECPrivateKey: ...
     def wrap_key(self, key: object) -> QatRSAPrivateKey | QatECPrivateKey:
-        """Wrap a cryptography RSA or EC private key so it signs on this engine."""
+        """Wrap a cryptography RSA or EC private key so it signs on this engine.
+
+        An RSA key comes back as a `QatRSAPrivateKey` and an EC key as a
+        `QatECPrivateKey` (typed so).  Raises `UnsupportedAlgorithm` for other
+        private keys (Ed25519, DSA...), `UnsupportedAlgorithm` for curves other
+        than P-256/384/521, `TypeError` for anything that is not a key, and
+        `EngineClosedError` once the engine is closed."""
         self._check_open()
         if isinstance(key, _KeyBase):
             key = key._key

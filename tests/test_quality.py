@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,5 +24,47 @@ def test_ruff():
         capture_output=True,
         text=True,
         timeout=300,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+TYPED_USE = '''
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+import qatpy
+
+
+def rsa_sig(raw: rsa.RSAPrivateKey, engine: qatpy.Engine) -> bytes:
+    key = qatpy.wrap_key(raw)
+    other: qatpy.QatRSAPrivateKey = engine.wrap_key(raw)
+    return key.sign(b"x", padding.PKCS1v15(), hashes.SHA256()) + other.sign(b"y", padding.PKCS1v15(), hashes.SHA256())
+
+
+def ec_sig(raw: ec.EllipticCurvePrivateKey, engine: qatpy.Engine) -> bytes:
+    key: qatpy.QatECPrivateKey = engine.wrap_key(raw)
+    return qatpy.wrap_key(raw).sign(b"x", ec.ECDSA(hashes.SHA256())) + key.sign(b"y", ec.ECDSA(hashes.SHA256()))
+
+
+def loaded(pem: bytes) -> bytes:
+    key = qatpy.load_pem_private_key(pem)
+    if isinstance(key, qatpy.QatRSAPrivateKey):
+        return key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())
+    return key.sign(b"x", ec.ECDSA(hashes.SHA256()))
+'''
+
+
+def test_user_code_types_under_mypy_strict(tmp_path):
+    """A user's mypy --strict accepts wrap_key(rsa_key).sign(data, padding, hash): RSA keys are typed as RSA, EC as EC."""
+    src = tmp_path / "user_code.py"
+    src.write_text(TYPED_USE)
+    p = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--follow-imports=silent", str(src)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        # An editable install is an import hook mypy does not follow: point it at the source.
+        env={**os.environ, "MYPYPATH": str(ROOT)},
     )
     assert p.returncode == 0, p.stdout + p.stderr
