@@ -17,6 +17,7 @@ from typing import Any, overload
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from . import _ops
 from ._backend import Backend, Operation
 from ._errors import EngineClosedError, EngineForkedError, QatUnavailableError
 from ._keys import QatECPrivateKey, QatRSAPrivateKey, _KeyBase
@@ -257,17 +258,20 @@ class Engine:
         raise TypeError(f"expected a cryptography private key, not {type(key).__name__}")
 
     def load_private_key(self, data: bytes, password: bytes | None = None) -> QatRSAPrivateKey | QatECPrivateKey:
-        """Load a PEM or DER private key (optionally encrypted with `password`)."""
+        """Load a PEM or DER private key (optionally encrypted with `password`).
+
+        Takes what cryptography's loaders take: any bytes-like `data` and
+        `password`, PEM with text before the ``-----BEGIN`` line (as ``openssl
+        pkcs12 -nodes`` writes).  Raises what they raise: ValueError for data
+        that is not a key or a wrong password, TypeError for a missing or
+        unexpected password; then as `wrap_key` for the key's type."""
         self._check_open()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"key data must be bytes, not {type(data).__name__}")
-        if password is not None and not isinstance(password, (bytes, bytearray)):
-            raise TypeError("password must be bytes or None")
-        data = bytes(data)
-        if data.lstrip().startswith(b"-----BEGIN"):
-            key = serialization.load_pem_private_key(data, password)
+        raw = _ops.data_bytes(data, "key data")
+        secret = None if password is None else _ops.data_bytes(password, "password")
+        if b"-----BEGIN" in raw:
+            key = serialization.load_pem_private_key(raw, secret)
         else:
-            key = serialization.load_der_private_key(data, password)
+            key = serialization.load_der_private_key(raw, secret)
         return self.wrap_key(key)
 
     def load_private_key_file(

@@ -33,12 +33,27 @@ HASH_TYPES: Final = (hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
 def data_bytes(data: object, what: str = "data") -> bytes:
-    """Return `data` as bytes, or raise TypeError for anything not bytes-like."""
+    """`data` as bytes, accepting what cryptography accepts: any buffer of
+    unsigned bytes ('B' or 'c' items), C-contiguous.  Raises TypeError for
+    anything else (str, int, a buffer of other items, a released
+    memoryview) and BufferError for a non-contiguous buffer, as
+    cryptography does."""
     if type(data) is bytes:
         return data
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    raise TypeError(f"{what} must be bytes-like (bytes, bytearray or memoryview), not {type(data).__name__}")
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # not a buffer; a released memoryview
+        hint = " (encode text first, e.g. data.encode())" if isinstance(data, str) else ""
+        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}{hint}") from None
+    with view:
+        if view.format not in ("B", "c"):
+            raise TypeError(
+                f"{what} must be a buffer of bytes (item format 'B'), not {type(data).__name__} "
+                f"with item format {view.format!r}"
+            )
+        if not view.c_contiguous:
+            raise BufferError(f"{what} is not a C-contiguous buffer")
+        return view.tobytes()
 
 
 def _hash_name(algorithm: object, role: str) -> str:
