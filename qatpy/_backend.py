@@ -91,6 +91,12 @@ class Backend(Protocol):
         """This backend's counters (see docs/reference.md, stats())."""
         ...
 
+    def fail_after_fork(self) -> None:
+        """In a forked child, right after fork(): fail every operation the
+        parent's backend held (EngineForkedError), touching none of its
+        threads or device memory."""
+        ...
+
     def close(self, deadline: float) -> None:
         """Refuse new work, let in-flight work finish until `deadline`
         (time.monotonic()), fail what is left with EngineClosedError and free

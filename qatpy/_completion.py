@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -309,3 +310,28 @@ def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[list[Item]], No
 def fail_all(items: Iterable[tuple[Any, int]], exc_factory: Callable[[], BaseException]) -> None:
     """Resolve each (target, index) with a fresh exception."""
     deliver([(t, i, None, exc_factory()) for t, i in items])
+
+
+def _reinit_after_fork() -> None:
+    # A parent thread may have held it at fork(); it does not exist here.
+    global _COND_LOCK
+    _COND_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+def fail_in_forked_child(items: list[tuple[Any, int]], exc_factory: Callable[[], BaseException]) -> None:
+    """In a forked child (one thread, right after fork()): resolve targets
+    the parent was waiting on.  Their locks may have been held by parent
+    threads that do not exist here, so each is made afresh before use."""
+    for target, _ in items:
+        for owner in (target, getattr(target, "_done", None)):  # a BatchResult and its future
+            cond = getattr(owner, "__dict__", {}).get("_condition")
+            if cond is not None:
+                cond._at_fork_reinit()
+            lock = getattr(owner, "_lock", None)
+            if lock is not None and hasattr(lock, "_at_fork_reinit"):
+                lock._at_fork_reinit()
+    fail_all(items, exc_factory)

@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import warnings
@@ -42,12 +43,16 @@ _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    # The device, its threads and its DMA memory belong to the parent.
+    # The device, its threads and its DMA memory belong to the parent: the
+    # child's engines refuse work, and what they had in flight fails now
+    # (EngineForkedError) rather than hang.
     for eng in list(_engines):
         eng._forked = True
-    from . import _session
-
-    _session.forget_after_fork()
+        if not eng._closed:
+            eng._ops.fail_after_fork()
+    session = sys.modules.get(__package__ + "._session")
+    if session is not None:  # the device path was used in the parent
+        session.forget_after_fork()
 
 
 if hasattr(os, "register_at_fork"):

@@ -99,6 +99,11 @@ class FallbackPolicy:
         if sw is not None:
             sw.close(deadline)
 
+    def fail_after_fork(self) -> None:
+        self.primary.fail_after_fork()
+        if self._software is not None:
+            self._software.fail_after_fork()
+
     # -- the Rerouter protocol (called by the device backend) -------------------
     def reroutes(self, status: int) -> bool:
         return self.policy != "never" and status in FALLBACK_REASONS

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from . import _binding, _ops, _session, _simsession
 from ._backend import Operation
-from ._completion import DeviceFuture, FutureGroup, Item, deliver
-from ._errors import EngineClosedError
+from ._completion import DeviceFuture, FutureGroup, Item, deliver, fail_in_forked_child
+from ._errors import EngineClosedError, EngineForkedError
 from ._pending import MAX_BATCH, TAG_SHIFT, Request
 from ._status import CURVE_IDS, FALLBACK_REASONS, HASH_IDS, RsaEncoding, Submit, completion_error, submit_error
 
@@ -425,12 +425,21 @@ class QatBackend:
                 # A batch target learns which indices are missing by count only.
                 left += [
                     (req.target, i, None, EngineClosedError("engine closed before the device answered"))
-                    for i in _unanswered(req.target, req.remaining)
+                    for i in _session.unanswered(req.target, req.remaining)
                 ]
         deliver(left)
         for k in list(self._keys):
             k.release()
         self._session.release(deadline)
+
+    def fail_after_fork(self) -> None:
+        """In a forked child: fail the asyncio operations not yet submitted
+        (the session fails those on the device)."""
+        batches, self._loop_batches = self._loop_batches, {}
+        fail_in_forked_child(
+            [(target, 0) for items in batches.values() for _, target in items],
+            lambda: EngineForkedError("the engine's process forked before this operation was submitted"),
+        )
 
     def _await_inflight(self, deadline: float) -> None:
         """Let this engine's in-flight operations finish until `deadline`,
@@ -450,8 +459,3 @@ class QatBackend:
             if self._inflight > 0:
                 dev.wait(seen, min(20_000_000, int(left * 1e9)))
 
-
-def _unanswered(target: Any, remaining: int) -> list[int]:
-    if hasattr(target, "missing"):  # BatchResult, FutureGroup
-        return target.missing()  # type: ignore[no-any-return]
-    return [0] if remaining else []

@@ -13,10 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from . import _binding, _simsession, _status
+from ._completion import fail_in_forked_child
 from ._delivery import Delivery
-from ._errors import QatUnavailableError
+from ._errors import EngineForkedError, QatUnavailableError
 from ._pending import PendingTable
 
 
@@ -141,7 +143,23 @@ def acquire(
 
 
 def forget_after_fork() -> None:
-    """In a forked child: the parent's device is unusable; start afresh."""
+    """In a forked child: the parent's device is unusable; fail what it held
+    (EngineForkedError) and start afresh."""
     global _current, _lock
-    _current = None
+    s, _current = _current, None
     _lock = threading.Lock()
+    _idle.set()
+    if s is not None:
+        reqs = list(s.pending.requests.values())
+        s.pending.requests.clear()
+        fail_in_forked_child(
+            [(r.target, i) for r in reqs for i in unanswered(r.target, r.remaining)],
+            lambda: EngineForkedError("the engine's process forked before the device answered"),
+        )
+
+
+def unanswered(target: Any, remaining: int) -> list[int]:
+    """Indices of `target` still owed an answer, of a request with `remaining`."""
+    if hasattr(target, "missing"):  # BatchResult, FutureGroup
+        return target.missing()  # type: ignore[no-any-return]
+    return [0] if remaining else []

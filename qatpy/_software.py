@@ -28,8 +28,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ._backend import Operation, PrivateKey
-from ._completion import DeviceFuture, Item, deliver, fail_all
-from ._errors import EngineClosedError
+from ._completion import DeviceFuture, Item, deliver, fail_all, fail_in_forked_child
+from ._errors import EngineClosedError, EngineForkedError
 
 CHUNK = 64
 
@@ -58,6 +58,8 @@ class SoftwareBackend:
         self._workers: list[threading.Thread] = []
         self._closing = False
         self._busy = 0
+        # Worker index -> the jobs it is signing now (for a forked child).
+        self._running: dict[int, list[Job]] = {}
         self._stats = {"submitted": 0, "completed": 0, "failed": 0, "chunks": 0, "sync_ops": 0}
         # qatpy key object -> {worker index: that worker's RSA clone}
         self._clones: weakref.WeakKeyDictionary[object, dict[int, rsa.RSAPrivateKey]] = weakref.WeakKeyDictionary()
@@ -136,6 +138,20 @@ class SoftwareBackend:
             self._queued_ops = 0
         fail_all(left, lambda: EngineClosedError("engine closed before the operation ran"))
 
+    def fail_after_fork(self) -> None:
+        """In a forked child: the workers are gone; fail what they held or had
+        queued with EngineForkedError."""
+        self._cond = threading.Condition(threading.Lock())
+        self._closing = True
+        jobs = list(self._queue) + [j for js in self._running.values() for j in js]
+        self._queue.clear()
+        self._running.clear()
+        self._workers = []
+        fail_in_forked_child(
+            [(job.target, i) for job in jobs for i in job.indices],
+            lambda: EngineForkedError("the engine's process forked before this operation finished"),
+        )
+
     # -- workers ------------------------------------------------------------
     def inflight(self) -> int:
         with self._cond:
@@ -181,6 +197,7 @@ class SoftwareBackend:
                     taken += len(job.indices)
                 self._queued_ops -= taken
                 self._busy += 1
+                self._running[widx] = jobs
                 if q:
                     cond.notify()
             out: list[Item] = []
@@ -202,3 +219,4 @@ class SoftwareBackend:
                 self._stats["failed"] += failed
                 self._stats["chunks"] += 1
             deliver(out)
+            self._running.pop(widx, None)  # after delivery: a fork in between fails them again, harmlessly

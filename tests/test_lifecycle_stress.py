@@ -93,3 +93,51 @@ def test_engine_after_fork(backend, ec_keys):
     assert out.endswith(b"new engine ok:" + backend.encode()), out
     key.sign(b"parent again", ECDSA)  # the parent is unaffected
     eng.close()
+
+
+FORK_CHILD_CHECK = b"forked-futures-ok"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("backend", ["software", "sim"])
+def test_futures_in_flight_at_fork_fail_in_the_child(backend, rsa_keys, ec_keys):
+    """Futures the parent had in flight when it forked fail in the child with EngineForkedError (never hang); the parent's resolve normally."""
+    opts = {"sim": {"latency_ns": 300_000_000}} if backend == "sim" else {"threads": 1}
+    raw = rsa_keys[4096] if backend == "software" else ec_keys["secp256r1"]
+    args = (padding.PKCS1v15(), hashes.SHA256()) if backend == "software" else (ECDSA,)
+    with qatpy.Engine(backend, **opts) as eng:
+        key = eng.wrap_key(raw)
+        futs = [key.sign_future(b"m%d" % i, *args) for i in range(40)]
+        batch = key.sign_many_future([b"b%d" % i for i in range(8)], *args)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: report through the pipe, never return into pytest
+            code, msg = 1, b""
+            try:
+                kinds = set()
+                for f in [*futs, batch]:
+                    try:
+                        f.result(timeout=20)
+                        kinds.add("result")
+                    except qatpy.EngineForkedError:
+                        kinds.add("forked")
+                # Some may have finished before the fork; at least the last ones were still in flight.
+                assert "forked" in kinds, kinds
+                msg = FORK_CHILD_CHECK + b" " + b",".join(sorted(k.encode() for k in kinds))
+                code = 0
+            except BaseException as exc:  # report anything to the parent
+                msg = repr(exc).encode()
+            finally:
+                os.write(w, msg)
+                os._exit(code)
+        os.close(w)
+        out = b""
+        while chunk := os.read(r, 4096):
+            out += chunk
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0 and out.startswith(FORK_CHILD_CHECK), out
+        for i, f in enumerate(futs):
+            raw.public_key().verify(f.result(timeout=60), b"m%d" % i, *args)
+        for i, sig in enumerate(batch.result(timeout=60)):
+            raw.public_key().verify(sig, b"b%d" % i, *args)
