@@ -197,7 +197,7 @@ def _speed_module() -> Any:
     try:
         _speed.require_numpy()
     except ImportError:
-        raise CliError(f"speed needs numpy, which is not installed: {_speed.SPEED_EXTRA}", EXIT_USAGE) from None
+        raise CliError(f"needs numpy, which is not installed: {_speed.SPEED_EXTRA}", EXIT_USAGE) from None
     return _speed
 
 
