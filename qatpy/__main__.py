@@ -51,41 +51,25 @@ class _Parser(argparse.ArgumentParser):
 # -- argument types: argparse prefixes "argument --name: " to these messages ------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
-    return value
+def _number(convert: Callable[[str], Any], ok: Callable[[Any], bool], want: str) -> Callable[[str], Any]:
+    """An argparse type: `convert` the text, and accept it only if `ok`; the message says what is wanted."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {want}, not {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
-    return value
-
-
-def _ppm(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"must be parts per million, 0 to 1000000, not {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+_positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1")
+_positive_seconds = _number(float, lambda v: math.isfinite(v) and v > 0, "a number of seconds > 0")
+_ppm = _number(int, lambda v: 0 <= v <= 1_000_000, "parts per million, 0 to 1000000")
+_int = _number(int, lambda v: True, "a whole number")
 
 
 # -- shared by the commands ---------------------------------------------------------------
