@@ -11,6 +11,7 @@ Interactive::
     python examples/tls_server.py --serve [--asyncio] [--key rsa|ec] [--port 8443]
         [--cert cert.pem --keyfile key.pem] [--max-connections N] [--timeout S]
     curl --cacert <printed CA path> https://127.0.0.1:<port>/
+    openssl s_client -connect 127.0.0.1:<port> -CAfile <printed CA path> -verify_return_error -alpn http/1.1
 
 The port comes from --port, else $PORT, else 0 (the chosen port is printed).
 The backend is QATPY_BACKEND (auto by default) or --backend.  The server
@@ -49,9 +50,9 @@ from tlslite.tlsconnection import TLSConnection
 import qatpy
 from qatpy.integrations.tlslite import (
     TlsliteKey,
+    handshake_args,
     load_cert_chain,
     load_tlslite_key,
-    server_settings,
 )
 
 HOST = "127.0.0.1"  # never anything else
@@ -165,8 +166,10 @@ class TLSServer:
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError("timeout must be > 0")
         self.backend = self.key.qatpy_key.engine.backend
-        self._chain = load_cert_chain(self.cert_pem)
-        self._settings = server_settings()
+        # One set of handshake arguments for every connection: server_settings()
+        # inside it holds the session-ticket key, and the ALPN list is what
+        # keeps tlslite from failing TLS 1.3 clients that offer ALPN (curl).
+        self._handshake = handshake_args(load_cert_chain(self.cert_pem), self.key)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._listener = socket.create_server((HOST, self.port), backlog=64)
@@ -225,11 +228,12 @@ class TLSServer:
 
     def _handle_blocking(self, sock: socket.socket) -> None:
         sock.settimeout(CONN_TIMEOUT)
+        _no_nagle(sock)
         conn = TLSConnection(sock)
         try:
             # The handshake signature is key.sign(): it blocks this thread on
             # the qatpy engine while other connections keep going.
-            conn.handshakeServer(certChain=self._chain, privateKey=self.key, settings=self._settings)
+            conn.handshakeServer(**self._handshake)
             served = self._negotiated(conn)
             request = bytearray()
             while not _request_complete(request):
@@ -269,9 +273,7 @@ class TLSServer:
             await asyncio.wait(tasks)
 
     async def _converse(self, sock: socket.socket, conn: TLSConnection) -> Served:
-        await _drive(
-            sock, conn.handshakeServerAsync(certChain=self._chain, privateKey=self.key, settings=self._settings)
-        )
+        await _drive(sock, conn.handshakeServerAsync(**self._handshake))
         served = self._negotiated(conn)
         request = bytearray()
         while not _request_complete(request):
@@ -285,6 +287,7 @@ class TLSServer:
 
     async def _handle_async(self, sock: socket.socket) -> None:
         sock.setblocking(False)
+        _no_nagle(sock)
         conn = TLSConnection(sock)
         try:
             served = await asyncio.wait_for(self._converse(sock, conn), CONN_TIMEOUT * 3)
@@ -293,6 +296,13 @@ class TLSServer:
             self._record(None, exc)
         finally:
             sock.close()
+
+
+def _no_nagle(sock: socket.socket) -> None:
+    """Send each flight at once.  In TLS 1.2 tlslite writes the session ticket
+    and then ChangeCipherSpec + Finished separately; with Nagle's algorithm the
+    second write waits for the client's delayed ACK of the first (~40 ms)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 _DONE = object()

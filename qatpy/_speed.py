@@ -8,6 +8,11 @@ benchmarks/ adds per-API runners (`Runner`: blocking ``sign``,
 ``sign_future``, ``sign_async``, ``sign_many`` at a given in-flight depth),
 the ``openssl speed`` baseline, per-thread CPU accounting and the
 interleaved baseline/measurement ratio used by every target.
+
+numpy (latency arrays and percentiles) is the ``speed`` extra, not a
+dependency of the library: it is imported on first use, so the tables here
+(``ALGORITHMS``) load without it and ``python -m qatpy speed`` can say what to
+install (`require_numpy`).
 """
 
 from __future__ import annotations
@@ -24,16 +29,30 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ._completion import BatchResult
 
 if TYPE_CHECKING:
+    import numpy as np
     from typing_extensions import Self  # typing.Self needs 3.11; only for the checker
+
+#: How to get numpy, the one thing measuring needs beyond qatpy's own dependencies.
+SPEED_EXTRA = 'pip install "qatpy[speed]"'
+
+
+def require_numpy() -> ModuleType:
+    """numpy, or ImportError naming the extra that provides it."""
+    try:
+        import numpy
+    except ImportError as exc:
+        raise ImportError(f"measuring needs numpy, which is not installed: {SPEED_EXTRA}", name="numpy") from exc
+    return numpy
+
 
 ALGORITHMS: dict[str, tuple[str, Any]] = {
     "rsa2048": ("rsa", 2048),
@@ -64,14 +83,14 @@ class Result:
     name: str
     ops: int
     seconds: float
-    latencies: np.ndarray = field(default_factory=lambda: np.empty(0))
+    latencies: np.ndarray = field(default_factory=lambda: require_numpy().empty(0))
 
     @property
     def rate(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies, q)) if self.latencies.size else float("nan")
+        return float(require_numpy().percentile(self.latencies, q)) if self.latencies.size else float("nan")
 
 
 def baseline_loop(key: Any, seconds: float, progress: Callable[[int, float], None] | None = None) -> Result:
@@ -92,7 +111,7 @@ def baseline_loop(key: Any, seconds: float, progress: Callable[[int, float], Non
         now = t1
         if progress is not None:
             progress(n, now - t0)
-    return Result("cryptography 1 thread", n, now - t0, np.asarray(lat))
+    return Result("cryptography 1 thread", n, now - t0, require_numpy().asarray(lat))
 
 
 def threads_loop(key: Any, seconds: float, threads: int) -> Result:
@@ -110,6 +129,7 @@ def engine_loop(
     qkey: Any, seconds: float, inflight: int, progress: Callable[[int, float], None] | None = None
 ) -> Result:
     """`inflight` operations outstanding on qkey's engine, in sub-batches."""
+    numpy = require_numpy()
     args = sign_args(qkey)
     sub = max(1, min(256, inflight // 4 or 1))
     depth = max(1, -(-inflight // sub))
@@ -136,13 +156,13 @@ def engine_loop(
         if batch.first_error is not None:
             raise batch.first_error
         n += len(batch)
-        lats.append(np.asarray(batch.times) - ts)
+        lats.append(numpy.asarray(batch.times) - ts)
         now = time.perf_counter()
         if progress is not None:
             progress(n, now - t0)
         if now < end:
             submit()
-    return Result(f"qatpy {qkey.engine.backend}", n, now - t0, np.concatenate(lats) if lats else np.empty(0))
+    return Result(f"qatpy {qkey.engine.backend}", n, now - t0, numpy.concatenate(lats) if lats else numpy.empty(0))
 
 
 class Progress:
@@ -215,7 +235,8 @@ class Runner:
         self.close()
 
     def run(self, n: int) -> np.ndarray:
-        return np.asarray(getattr(self, "_run_" + self.api)(n))
+        lat: np.ndarray = require_numpy().asarray(getattr(self, "_run_" + self.api)(n))
+        return lat
 
     def _sign_loop(self, n: int) -> list[float]:
         sign, args, pc = self.key.sign, self.args, time.perf_counter
@@ -350,7 +371,8 @@ class Ratio:
 
     def percentile(self, q: float) -> float:
         lats = [self.results[i].latencies for i in self._pick() if self.results[i].latencies.size]
-        return float(np.percentile(np.concatenate(lats), q)) if lats else float("nan")
+        numpy = require_numpy()
+        return float(numpy.percentile(numpy.concatenate(lats), q)) if lats else float("nan")
 
 
 def interleaved(measure: Callable[[], Result], key: Any, repeats: int = 3, base_seconds: float = 0.4) -> Ratio:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import select
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +32,7 @@ import qatpy
 from qatpy.integrations.tlslite import (
     QatTlsliteECDSAKey,
     QatTlsliteRSAKey,
+    handshake_args,
     load_cert_chain,
     load_tlslite_key,
     server_settings,
@@ -102,19 +106,18 @@ def serve(engine: qatpy.Engine, pkis: dict[str, Any]) -> Iterator[Any]:
         r.thread.join(SERVER_TIMEOUT + 5)
 
 
-def s_client(port: int, ca: Path, version_flag: str) -> str:
+def s_client(port: int, ca: Path, *flags: str) -> str:
+    """`openssl s_client` as the README runs it, plus `flags`, sending a GET and reading the reply."""
     p = subprocess.run(
         [
             OPENSSL,
             "s_client",
             "-connect",
             f"127.0.0.1:{port}",
-            version_flag,
             "-CAfile",
             str(ca),
             "-verify_return_error",
-            "-verify_ip",
-            "127.0.0.1",
+            *flags,
             "-ign_eof",
         ],
         input=b"GET / HTTP/1.0\r\n\r\n",
@@ -143,7 +146,7 @@ def test_openssl_s_client_handshake(
     """openssl s_client completes a verified handshake and gets the reply; the signature ran on the engine."""
     before = engine_signatures(engine)
     running, pki = serve(key_type, mode)
-    out = s_client(running.server.port, pki.ca_cert, version_flag)
+    out = s_client(running.server.port, pki.ca_cert, version_flag, "-verify_ip", "127.0.0.1")
     server = running.join()
     name, wire = OPENSSL_VERSIONS[version_flag]
     assert "Verify return code: 0 (ok)" in out
@@ -200,8 +203,6 @@ def test_server_stops_on_timeout_without_clients(engine: qatpy.Engine, pkis: dic
 
 def test_example_serve_mode_subprocess(pkis: dict[str, Any], backend: str) -> None:
     """`tls_server.py --serve --max-connections 1` prints its port, serves one client and exits 0."""
-    import os
-
     env = dict(os.environ, QATPY_BACKEND=backend)
     pki = pkis["rsa"]
     p = subprocess.Popen(
@@ -237,6 +238,164 @@ def test_example_serve_mode_subprocess(pkis: dict[str, Any], backend: str) -> No
     assert f"hello from qatpy over TLS ({backend})" in out
     assert p.returncode == 0, err
     assert f"served 1 TLS connection(s), 0 failed, 1 signatures on {backend}" in rest
+
+
+# -- what browsers and curl need ----------------------------------------------------
+@pytest.mark.parametrize("tls_version", list(PY_VERSIONS))
+@pytest.mark.parametrize("mode", MODES)
+def test_client_offering_alpn_gets_http11(serve: Any, engine: qatpy.Engine, mode: str, tls_version: str) -> None:
+    """A client offering ALPN (h2, http/1.1), as curl and browsers do, completes the handshake and gets http/1.1."""
+    running, pki = serve("ec", mode)
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.minimum_version = ctx.maximum_version = PY_VERSIONS[tls_version][0]
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection(running.server.address, timeout=ex.CONN_TIMEOUT) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == "http/1.1"
+        body = get(tls)
+    server = running.join()
+    assert body.endswith(f"hello from qatpy over TLS ({engine.backend})\n")
+    assert server.errors == [] and server.key.offloaded == 1
+
+
+def get(tls: ssl.SSLSocket) -> str:
+    """GET / on an established connection; the whole response."""
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    data = bytearray()
+    while chunk := tls.recv(4096):
+        data += chunk
+    return data.decode()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_answers_the_client_finished_at_once(serve: Any, engine: qatpy.Engine, mode: str) -> None:
+    """Sequential TLS 1.3 clients with Nagle on: the server sends a ticket after each client Finished, unprompted.
+
+    Without it such a client holds its request until the server's delayed ACK
+    (~40 ms per connection); here each client sends nothing until the server
+    has spoken, which it does only if it answers the Finished by itself.
+    """
+    n = 5
+    running, pki = serve("ec", mode, connections=n)
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    for _ in range(n):
+        with (
+            socket.create_connection(running.server.address, timeout=ex.CONN_TIMEOUT) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # the stalling kind of client
+            readable, _, _ = select.select([tls], [], [], ex.CONN_TIMEOUT)
+            assert readable, "the server sent nothing after the client's Finished"
+            tls.setblocking(False)
+            with pytest.raises(ssl.SSLWantReadError):
+                tls.recv(1)  # what came was handshake data (the ticket), no application data
+            tls.setblocking(True)
+            assert tls.session is not None and tls.session.has_ticket
+            assert get(tls).endswith(f"hello from qatpy over TLS ({engine.backend})\n")
+    server = running.join()
+    assert server.errors == [] and server.key.offloaded == n
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_sockets_send_without_nagle(
+    serve: Any, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection the server handshakes on has TCP_NODELAY, so its TLS 1.2 ticket write cannot hold back its Finished."""
+    seen: list[int] = []
+
+    class Recording(ex.TLSConnection):  # type: ignore[misc]
+        def __init__(self, sock: socket.socket) -> None:
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            super().__init__(sock)
+
+    monkeypatch.setattr(ex, "TLSConnection", Recording)
+    running, pki = serve("rsa", mode, connections=2)
+    for version in ("TLSv1.2", "TLSv1.3"):
+        ex.fetch(running.server.port, pki.ca_cert, PY_VERSIONS[version][0])
+    server = running.join()
+    assert server.errors == [] and len(seen) == 2 and all(seen)
+
+
+def test_resumed_session_does_not_sign(serve: Any, engine: qatpy.Engine) -> None:
+    """A TLS 1.3 client resuming with the server's ticket is served without a new signature."""
+    running, pki = serve("rsa", "threaded", connections=2)
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    addr = running.server.address
+    with socket.create_connection(addr) as raw, ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        get(tls)  # reading to the end also takes in the ticket
+        session = tls.session
+    assert session is not None and session.has_ticket
+    with (
+        socket.create_connection(addr) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as tls,
+    ):
+        assert tls.session_reused
+        body = get(tls)
+    server = running.join()
+    assert body.endswith(f"hello from qatpy over TLS ({engine.backend})\n")
+    assert server.errors == [] and len(server.served) == 2 and server.key.offloaded == 1
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("mode", MODES)
+def test_readme_commands_against_the_example(tmp_path: Path, mode: str) -> None:
+    """The README's commands work: `tls_server.py --serve`, then curl and `openssl s_client` (with and without ALPN)."""
+    n = 4
+    cmd = [sys.executable, str(EXAMPLE), "--serve", "--max-connections", str(n), "--timeout", str(SERVER_TIMEOUT)]
+    p = subprocess.Popen(
+        cmd + (["--asyncio"] if mode == "asyncio" else []),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, QATPY_BACKEND="software"),
+    )
+    try:
+        assert p.stdout is not None
+        p.stdout.readline()  # backend: ...
+        listening = p.stdout.readline()  # listening on https://127.0.0.1:<port>/ (mode); CA certificate: <path>
+        port = int(listening.split("https://127.0.0.1:")[1].split("/")[0])
+        ca = Path(listening.split("CA certificate: ")[1].strip())
+        url = f"https://127.0.0.1:{port}/"
+        curls = [
+            subprocess.run(["curl", "-sS", "--cacert", str(ca), url], capture_output=True, text=True, timeout=20),
+            subprocess.run(
+                ["curl", "-sS", "--tlsv1.2", "--tls-max", "1.2", "--cacert", str(ca), url],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ),
+        ]
+        plain = s_client(port, ca)
+        alpn = s_client(port, ca, "-alpn", "http/1.1")
+        rest, err = p.communicate(timeout=SERVER_TIMEOUT + 5)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for c in curls:
+        assert c.returncode == 0 and c.stdout == "hello from qatpy over TLS (software)\n", c.stderr
+    for out in (plain, alpn):
+        assert "Verify return code: 0 (ok)" in out and "hello from qatpy over TLS (software)" in out
+    assert "ALPN protocol: http/1.1" in alpn
+    assert p.returncode == 0, err
+    assert f"served {n} TLS connection(s), 0 failed, {n} signatures on software" in rest, rest + err
+
+
+def test_handshake_args() -> None:
+    """handshake_args always carries an ALPN list and ticket-enabled settings; an empty or bare-string list is refused."""
+    chain, key = object(), object()
+    args = handshake_args(chain, key)  # type: ignore[arg-type]
+    assert args["certChain"] is chain and args["privateKey"] is key
+    assert args["alpn"] == [bytearray(b"http/1.1")]
+    assert args["settings"].ticketKeys and args["settings"].psk_modes == ["psk_dhe_ke"]
+    assert handshake_args(chain, key, alpn=["h2", b"http/1.1"])["alpn"] == [b"h2", b"http/1.1"]  # type: ignore[arg-type]
+    for bad in ([], "http/1.1", [""]):
+        with pytest.raises(ValueError, match="alpn|ALPN"):
+            handshake_args(chain, key, alpn=bad)  # type: ignore[arg-type]
 
 
 # -- the adapters ------------------------------------------------------------------
@@ -315,6 +474,8 @@ def test_load_cert_chain_and_settings(pkis: dict[str, Any]) -> None:
         load_cert_chain("not a certificate")
     s = server_settings(rsaSigHashes=["sha256"])
     assert s.minVersion == (3, 3) and "rsa" not in s.keyExchangeNames and s.rsaSigHashes == ["sha256"]
+    assert s.ticketKeys == server_settings().ticketKeys != []  # one ticket key per process
+    assert server_settings(ticketKeys=[]).ticketKeys == []
     assert "sha1" not in s.ecdsaSigHashes
     with pytest.raises(AttributeError, match="no setting"):
         server_settings(noSuchSetting=1)

@@ -5,12 +5,14 @@ tlslite-ng does not take cryptography keys; it calls its own ``RSAKey`` /
 objects wrapping a qatpy key, so the server's CertificateVerify (TLS 1.3)
 and ServerKeyExchange (TLS 1.2) signatures go to the key's engine::
 
-    from qatpy.integrations.tlslite import load_tlslite_key, load_cert_chain, server_settings
+    from qatpy.integrations.tlslite import handshake_args, load_tlslite_key, load_cert_chain
     from tlslite.api import TLSConnection
 
     key = load_tlslite_key(engine.load_private_key_file("key.pem"))
     chain = load_cert_chain(open("cert.pem").read())
-    TLSConnection(sock).handshakeServer(certChain=chain, privateKey=key, settings=server_settings())
+    hs = handshake_args(chain, key)                   # once per server (its settings hold the ticket key)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # each accepted connection
+    TLSConnection(sock).handshakeServer(**hs)
 
 How the signature reaches the engine.  tlslite hands ``sign()`` a digest it
 has already computed.  When (padding, hash, digest length) is something a
@@ -21,9 +23,29 @@ operation.  Anything else (TLS 1.0/1.1's MD5+SHA-1 blob, SHA-1) takes
 tlslite's own encoding and `QatTlsliteRSAKey._rawPrivateKeyOp`, which runs
 in software in this process (qatpy has no public raw RSA operation), and is
 counted in ``software_fallbacks``.  `server_settings()` negotiates only
-TLS 1.2/1.3 with ECDHE/DHE and SHA-2 signatures, so every handshake signs
-on the engine.  RSA key exchange (``decrypt``) is never offloaded, as with
+TLS 1.2/1.3 with ECDHE/DHE and SHA-2 signatures, so every full handshake
+signs on the engine.  RSA key exchange (``decrypt``) is never offloaded, as with
 qatpy keys themselves.
+
+Two tlslite-ng behaviours a server must work around, both handled by
+`handshake_args` and `server_settings`:
+
+* ALPN.  tlslite-ng 0.8 fails every TLS 1.3 handshake with a client that
+  offers ALPN (curl, browsers) when the server passes ``alpn=None``
+  (``TypeError: argument of type 'NoneType' is not iterable``): its TLS 1.3
+  path, unlike its TLS 1.2 one, does not check for None.  `handshake_args`
+  always passes a protocol list, ``http/1.1`` unless told otherwise.
+* Session tickets.  In TLS 1.3 the client speaks last in the handshake (its
+  Finished), and its request follows in a second small write.  A client
+  that leaves Nagle's algorithm on (Python's ssl, many others) holds that
+  write until the Finished is acknowledged, and a server with nothing to say
+  acknowledges only when its delayed-ACK timer fires, about 40 ms later:
+  every connection stalled that long.  `server_settings` turns session
+  tickets on, so the server answers the Finished at once with a
+  NewSessionTicket (which also lets clients resume, skipping the signature).
+  The server must then set TCP_NODELAY on its sockets: in TLS 1.2 tlslite
+  writes the ticket and the server's Finished separately, and Nagle's
+  algorithm would hold the Finished for the client's delayed ACK.
 
 ECDSA and TLS 1.2: tlslite truncates the ServerKeyExchange digest to the
 curve's byte length before signing (a SHA-512 digest arrives as 32 bytes on
@@ -47,6 +69,7 @@ import os
 import secrets
 import threading
 import warnings
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any, Final
 
@@ -72,9 +95,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 __all__ = [
+    "DEFAULT_ALPN",
     "QatTlsliteECDSAKey",
     "QatTlsliteRSAKey",
     "TlsliteKey",
+    "handshake_args",
     "load_cert_chain",
     "load_cert_chain_file",
     "load_tlslite_key",
@@ -320,12 +345,35 @@ def load_cert_chain_file(path: str | os.PathLike[str]) -> X509CertChain:
         return load_cert_chain(f.read())
 
 
+_ticket_key_lock = threading.Lock()
+_ticket_key: bytearray | None = None
+
+
+def _process_ticket_key() -> bytearray:
+    """This process's session-ticket key (AES-256-GCM), made on first use.
+
+    One key for every settings object, so a ticket issued on one connection
+    resumes on another; it lives as long as the process, like a server's."""
+    global _ticket_key
+    with _ticket_key_lock:
+        if _ticket_key is None:
+            _ticket_key = bytearray(secrets.token_bytes(32))
+        return _ticket_key
+
+
 def server_settings(**overrides: Any) -> HandshakeSettings:
-    """``HandshakeSettings`` under which every handshake signature can run on the engine.
+    """``HandshakeSettings`` under which every full handshake signs on the engine.
 
     TLS 1.2 and 1.3 only, ephemeral key exchange only (no RSA key transport,
-    which would decrypt instead of sign), SHA-2 signature hashes only.
-    Keyword arguments set further attributes, e.g. ``rsaSigHashes=["sha256"]``.
+    which would decrypt instead of sign; TLS 1.3 resumption keeps an (EC)DHE
+    share, psk_dhe_ke), SHA-2 signature hashes only.  Session tickets are on
+    (one per connection, under a per-process key): the ticket is what the
+    server sends right after the client's TLS 1.3 Finished, without which
+    clients that keep Nagle's algorithm on wait ~40 ms per connection (see
+    the module docstring).  A client that resumes with a ticket does not make
+    the server sign.  Keyword arguments set further attributes, e.g.
+    ``rsaSigHashes=["sha256"]``, ``ticketKeys=[key]`` to share or rotate the
+    ticket key, or ``ticketKeys=[]`` for no tickets.
     """
     s = HandshakeSettings()
     s.minVersion = (3, 3)
@@ -333,8 +381,47 @@ def server_settings(**overrides: Any) -> HandshakeSettings:
     s.keyExchangeNames = ["ecdhe_ecdsa", "ecdhe_rsa", "dhe_rsa"]
     s.rsaSigHashes = [h for h in s.rsaSigHashes if h in _HASHES]
     s.ecdsaSigHashes = [h for h in s.ecdsaSigHashes if h in _HASHES]
+    s.ticketKeys = [_process_ticket_key()]
+    s.ticketCipher = "aes256gcm"
+    s.ticket_count = 1  # one is enough to answer the Finished; each costs pure-Python AES-GCM
+    s.psk_modes = ["psk_dhe_ke"]
     for name, value in overrides.items():
         if not hasattr(s, name):
             raise AttributeError(f"tlslite HandshakeSettings has no setting {name!r}")
         setattr(s, name, value)
     return s
+
+
+#: The application protocols `handshake_args` offers unless told otherwise.
+DEFAULT_ALPN: Final[tuple[str, ...]] = ("http/1.1",)
+
+
+def handshake_args(
+    cert_chain: X509CertChain,
+    private_key: TlsliteKey,
+    *,
+    settings: HandshakeSettings | None = None,
+    alpn: Sequence[str | bytes] = DEFAULT_ALPN,
+) -> dict[str, Any]:
+    """Keyword arguments for ``TLSConnection.handshakeServer`` and ``handshakeServerAsync``.
+
+    ``settings`` defaults to `server_settings()`; make it once per server and
+    pass it to every connection, so tickets resume across connections.
+    ``alpn`` names the protocols the server speaks, most preferred first; it
+    is never None, because tlslite-ng 0.8 then fails TLS 1.3 clients that
+    offer ALPN (see the module docstring).
+    """
+    if isinstance(alpn, (str, bytes)) or not alpn:
+        raise ValueError("alpn must be a non-empty list of protocol names, e.g. ['http/1.1']")
+    protocols = []
+    for name in alpn:
+        raw = name.encode("ascii") if isinstance(name, str) else bytes(name)
+        if not 1 <= len(raw) <= 255:
+            raise ValueError(f"ALPN protocol names are 1 to 255 bytes, not {len(raw)}: {name!r}")
+        protocols.append(bytearray(raw))
+    return {
+        "certChain": cert_chain,
+        "privateKey": private_key,
+        "settings": settings if settings is not None else server_settings(),
+        "alpn": protocols,
+    }
