@@ -27,6 +27,7 @@ from ._errors import (
     EngineForkedError,
     QatpyError,
     QatUnavailableError,
+    SslProviderError,
     VerificationError,
 )
 from ._keys import QatECPrivateKey, QatRSAPrivateKey
@@ -76,6 +77,7 @@ __all__ = [
     "QatRSAPrivateKey",
     "QatUnavailableError",
     "QatpyError",
+    "SslProviderError",
     "VerificationError",
     "default_engine",
     "load_der_private_key",

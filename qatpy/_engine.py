@@ -179,6 +179,11 @@ class Engine:
         # Software fallback for keys/ops the device cannot take.
         self._fallback_sw: SoftwareBackend | None = None
         self._sw_closed = False
+        # The C engine object that qatpy.ssl's provider keys report to (it
+        # outlives this Engine while OpenSSL holds such keys).
+        self._c_engine = _c_engine_for(self._qat, fallback, verify, self.deadline)
+        if self._c_engine is not None:
+            weakref.finalize(self, self._c_engine.release)
         self._closed = False
         _engines.add(self)
         log.debug("qatpy: engine on %s backend", self.backend)
@@ -213,6 +218,8 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
+        if self._c_engine is not None:
+            self._c_engine.close()  # provider keys on it now fall back or fail, per policy
         if self._forked or os.getpid() != self._pid:
             return  # the parent's device is not ours to touch
         # One budget for the whole close.  The device goes first: operations
@@ -376,7 +383,37 @@ class Engine:
             d["software_fallback"] = self._fallback_sw.stats()
         if self._qat is not None:
             d.update(self._qat.stats())
+        if self._c_engine is not None:
+            d["ssl"] = ssl = _ssl_stats(self._c_engine.stats())
+            if "fallbacks" in d:
+                for reason, n in ssl["fallbacks"].items():
+                    if n:
+                        d["fallbacks"][reason] = d["fallbacks"].get(reason, 0) + n
         return d
+
+
+def _c_engine_for(qat: Any, fallback: str, verify: bool, deadline: float | None) -> Any:
+    """The shim's engine object for an Engine (None if the extension is not built)."""
+    from . import _binding
+
+    try:
+        return _binding.CEngine.new(
+            qat.device if qat is not None else None,
+            _binding.fallback_code(fallback),
+            verify,
+            0 if deadline is None else max(1, int(deadline * 1e9)),
+        )
+    except ImportError:
+        return None
+
+
+def _ssl_stats(raw: dict[str, int]) -> dict[str, Any]:
+    """The "ssl" section of stats(): signatures made by qatpy's OpenSSL provider."""
+    pre = "fallback_"
+    out: dict[str, Any] = {k: v for k, v in raw.items() if not k.startswith(pre) and k not in ("refs", "has_device")}
+    out["closed"] = bool(raw.get("closed"))
+    out["fallbacks"] = {k[len(pre) :]: v for k, v in raw.items() if k.startswith(pre)}
+    return out
 
 
 _default_lock = threading.Lock()

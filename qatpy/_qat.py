@@ -410,6 +410,11 @@ class QatBackend:
             rt.refs += 1
         self._rt = rt
 
+    @property
+    def device(self) -> _binding.Device:
+        """The process's device (the ssl provider's engine object references it)."""
+        return self._rt.device
+
     # -- keys ----------------------------------------------------------------
     def accepts(self, key: _KeyBase, spec: Any) -> bool:
         """True when the device takes this key (else the engine signs in software)."""
