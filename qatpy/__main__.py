@@ -1,4 +1,4 @@
-"""Command line: ``python -m qatpy speed | info | doctor``."""
+"""Command line: ``python -m qatpy speed | info | doctor | run``."""
 
 from __future__ import annotations
 
@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import _doctor
 
     _doctor.add_arguments(sub.add_parser("doctor", help="check this host's QAT set-up; exit 1 when QAT is unusable"))
+    from . import _launcher
+
+    _launcher.add_arguments(sub.add_parser("run", help="run a command with Python's ssl offloaded to qatpy"))
     args = parser.parse_args(argv)
     if args.command == "speed":
         bad = [a for a in args.algorithms if a not in ALGORITHMS and a != "all"]
@@ -143,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if bad or report["key_freed_unwiped"] else 0
     if args.command == "doctor":
         return _doctor.run(args)
+    if args.command == "run":
+        return _launcher.run(args)
     return _cmd_info(args)
 
 
