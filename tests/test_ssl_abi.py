@@ -81,7 +81,8 @@ def test_facts_match_system_openssl_headers(tmp_path):
             "ossl_abi.h was checked against the facts table only (apt-get install libssl-dev to check both)"
         )
     includes = "\n".join(
-        f"#include <openssl/{h}>" for h in ("core.h", "core_dispatch.h", "core_names.h", "core_object.h", "evp.h", "rsa.h", "params.h")
+        f"#include <openssl/{h}>"
+        for h in ("core.h", "core_dispatch.h", "core_names.h", "core_object.h", "evp.h", "rsa.h", "params.h")
     )
     got = _run(tmp_path, _program(includes, ""), "theirs")
     assert got == _expected()
