@@ -482,3 +482,20 @@ def test_context_must_be_an_sslcontext(tmp_path: Path):
     """load_cert_chain refuses a context that is not an SSLContext with TypeError."""
     with pytest.raises(TypeError, match="SSLContext"):
         qatpy.ssl.load_cert_chain(object(), tmp_path / "c", tmp_path / "k")  # type: ignore[arg-type]
+
+
+def test_tls12_rsa_key_exchange_still_works(pki, engine):
+    """A context that allows TLS 1.2 RSA key exchange (set_ciphers('DEFAULT')) completes it: the provider decrypts in software; no signature is made or counted."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.set_ciphers("DEFAULT")
+    qatpy.ssl.load_cert_chain(ctx, *pki["rsa2048"], engine=engine)
+    srv = TLSServer(ctx)
+    try:
+        before = ssl_counts(engine)
+        r = s_client(srv.port, pki["ca"].path, "-tls1_2", "-cipher", "AES128-GCM-SHA256")
+        assert r.returncode == 0 and r.verified and "Cipher is AES128-GCM-SHA256" in r.output, r.output
+        assert r.sigtype is None and delta(ssl_counts(engine), before) == {}
+        python_client(srv.port, pki["ca"].path, ssl.TLSVersion.TLSv1_2)  # and ECDHE still signs
+        assert delta(ssl_counts(engine), before) == {"signs": 1, "software": 1}
+    finally:
+        srv.stop()

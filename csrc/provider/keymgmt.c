@@ -163,7 +163,7 @@ static const qpv_param *ec_types(int selection)
 
 static const char *rsa_query_operation_name(int op)
 {
-    return op == QPV_OSSL_OP_SIGNATURE ? "RSA" : NULL;
+    return op == QPV_OSSL_OP_SIGNATURE || op == QPV_OSSL_OP_ASYM_CIPHER ? "RSA" : NULL;
 }
 
 static const char *ec_query_operation_name(int op)

@@ -73,6 +73,7 @@ typedef int(qpv_provider_init_fn)(const void *handle, const qpv_dispatch *in,
 #define QPV_OSSL_OP_KEYMGMT 10
 #define QPV_OSSL_OP_KEYEXCH 11
 #define QPV_OSSL_OP_SIGNATURE 12
+#define QPV_OSSL_OP_ASYM_CIPHER 13
 #define QPV_OSSL_OP_DECODER 21
 
 /* ---- key management (core_dispatch.h) --------------------------------- */
@@ -112,6 +113,15 @@ typedef int(qpv_provider_init_fn)(const void *handle, const qpv_dispatch *in,
 #define QPV_OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS 19
 #define QPV_OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS 20
 #define QPV_OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS 21
+
+/* ---- asymmetric cipher (core_dispatch.h) ------------------------------ */
+#define QPV_OSSL_FUNC_ASYM_CIPHER_NEWCTX 1
+#define QPV_OSSL_FUNC_ASYM_CIPHER_DECRYPT_INIT 4
+#define QPV_OSSL_FUNC_ASYM_CIPHER_DECRYPT 5
+#define QPV_OSSL_FUNC_ASYM_CIPHER_FREECTX 6
+#define QPV_OSSL_FUNC_ASYM_CIPHER_DUPCTX 7
+#define QPV_OSSL_FUNC_ASYM_CIPHER_SET_CTX_PARAMS 10
+#define QPV_OSSL_FUNC_ASYM_CIPHER_SETTABLE_CTX_PARAMS 11
 
 /* ---- decoder (core_dispatch.h) ---------------------------------------- */
 #define QPV_OSSL_FUNC_DECODER_NEWCTX 1
@@ -155,6 +165,9 @@ typedef int(qpv_provider_init_fn)(const void *handle, const qpv_dispatch *in,
 #define QPV_OSSL_SIGNATURE_PARAM_PSS_SALTLEN "saltlen"
 #define QPV_OSSL_SIGNATURE_PARAM_MGF1_DIGEST "mgf1-digest"
 #define QPV_OSSL_SIGNATURE_PARAM_MGF1_PROPERTIES "mgf1-properties"
+#define QPV_OSSL_ASYM_CIPHER_PARAM_PAD_MODE "pad-mode"
+#define QPV_OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION "tls-client-version"
+#define QPV_OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION "tls-negotiated-version"
 
 /* string values of pad-mode and saltlen (core_names.h) */
 #define QPV_OSSL_PKEY_RSA_PAD_MODE_PKCSV15 "pkcs1"
@@ -166,6 +179,7 @@ typedef int(qpv_provider_init_fn)(const void *handle, const qpv_dispatch *in,
 /* integer values of the same (rsa.h) */
 #define QPV_RSA_PKCS1_PADDING 1
 #define QPV_RSA_PKCS1_PSS_PADDING 6
+#define QPV_RSA_PKCS1_WITH_TLS_PADDING 7
 #define QPV_RSA_PSS_SALTLEN_DIGEST (-1)
 #define QPV_RSA_PSS_SALTLEN_AUTO (-2)
 #define QPV_RSA_PSS_SALTLEN_MAX (-3)

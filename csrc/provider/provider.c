@@ -29,6 +29,10 @@ static const qpv_algorithm signatures[] = {
     ALG("ECDSA", qpv_ecdsa_signature, "qatpy ECDSA signatures"),
     ALG_END};
 
+static const qpv_algorithm asym_ciphers[] = {
+    ALG("RSA:rsaEncryption", qpv_rsa_asym_cipher, "qatpy RSA decryption (TLS 1.2 RSA key exchange)"),
+    ALG_END};
+
 static const qpv_algorithm decoders[] = {
     {"RSA", QPV_PROVIDER_PROPS ",input=pem", qpv_rsa_decoder, "qatpy RSA key reference PEM"},
     {"EC", QPV_PROVIDER_PROPS ",input=pem", qpv_ec_decoder, "qatpy EC key reference PEM"},
@@ -43,6 +47,8 @@ static const qpv_algorithm *query_operation(void *provctx, int op, int *no_cache
         return keymgmts;
     case QPV_OSSL_OP_SIGNATURE:
         return signatures;
+    case QPV_OSSL_OP_ASYM_CIPHER:
+        return asym_ciphers;
     case QPV_OSSL_OP_DECODER:
         return decoders;
     default:

@@ -58,6 +58,9 @@ typedef struct qpv_evp_keymgmt qpv_evp_keymgmt;
     X(int, EVP_PKEY_sign_init_ex, (qpv_evp_pkey_ctx * ctx, const qpv_param *params))          \
     X(int, EVP_PKEY_sign, (qpv_evp_pkey_ctx * ctx, unsigned char *sig, size_t *siglen,        \
                            const unsigned char *tbs, size_t tbslen))                          \
+    X(int, EVP_PKEY_decrypt_init_ex, (qpv_evp_pkey_ctx * ctx, const qpv_param *params))       \
+    X(int, EVP_PKEY_decrypt, (qpv_evp_pkey_ctx * ctx, unsigned char *out, size_t *outlen,     \
+                              const unsigned char *in, size_t inlen))                         \
     X(qpv_evp_md *, EVP_MD_fetch, (void *libctx, const char *name, const char *pq))           \
     X(void, EVP_MD_free, (qpv_evp_md * md))                                                   \
     X(int, EVP_MD_up_ref, (qpv_evp_md * md))                                                  \
@@ -176,6 +179,7 @@ int qpv_device_sign(struct qatpy_pkey *k, const struct qpv_sign_req *req, uint8_
 /* ---- dispatch tables -------------------------------------------------- */
 extern const qpv_dispatch qpv_rsa_keymgmt[], qpv_ec_keymgmt[];
 extern const qpv_dispatch qpv_rsa_signature[], qpv_ecdsa_signature[];
+extern const qpv_dispatch qpv_rsa_asym_cipher[];
 extern const qpv_dispatch qpv_rsa_decoder[], qpv_ec_decoder[];
 
 #define QPV_FN(f) ((void (*)(void))(f))
