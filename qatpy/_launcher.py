@@ -24,7 +24,9 @@ BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=BACKENDS, default=None, help="engine backend (default: QATPY_BACKEND or auto)")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="engine backend (default: QATPY_BACKEND or auto)"
+    )
     parser.add_argument(
         "--fallback", choices=FALLBACK_POLICIES, default=None, help="fallback policy of the engine (default: on_error)"
     )

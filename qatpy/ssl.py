@@ -147,7 +147,12 @@ class KeyReference:
         self._pkey = pkey
         self._owner = owner
         cm = _sslprov.registered(pkey)
-        self.path: str = cm.__enter__()
+        try:
+            self.path: str = cm.__enter__()
+        except BaseException:
+            if owner:
+                pkey.release()
+            raise
         self._cm: Any = cm
 
     def close(self) -> None:
