@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import shutil
 import socket
 import ssl
@@ -24,6 +25,15 @@ HOST = "127.0.0.1"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 CURL = shutil.which("curl")
 TIMEOUT = 20
+
+
+def client_env() -> dict[str, str]:
+    """The environment for client programs (openssl, curl): the test process's, without
+    LD_PRELOAD, so a sanitizer preloaded into the Python under test (README, Sanitizers)
+    does not load into them (curl hangs with libasan preloaded)."""
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    return env
 
 
 def pem_key(key: Any, password: bytes | None = None) -> bytes:
@@ -155,7 +165,7 @@ def s_client(port: int, ca: Path, *args: str, cert: Path | None = None, key: Pat
     cmd = [OPENSSL, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", str(ca), "-verify_return_error", *args]
     if cert is not None and key is not None:
         cmd += ["-cert", str(cert), "-key", str(key)]
-    p = subprocess.run(cmd, input=b"", capture_output=True, timeout=TIMEOUT)
+    p = subprocess.run(cmd, input=b"", capture_output=True, timeout=TIMEOUT, env=client_env())
     out = p.stdout.decode(errors="replace")
 
     def field(prefix: str) -> str | None:

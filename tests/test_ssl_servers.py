@@ -26,6 +26,7 @@ from sslhelp import (
     TIMEOUT,
     Ca,
     TLSServer,
+    client_env,
     delta,
     issue,
     make_ca,
@@ -139,6 +140,7 @@ def test_curl_handshake(servers, pki, engine, kind):
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
+        env=client_env(),
     )
     assert p.returncode == 0 and p.stdout.endswith("200"), p.stderr
     expect_one_software_signature(engine, before)
