@@ -149,6 +149,12 @@ class TLSServer(ThreadingHTTPServer):
         self.server_close()
         self.thread.join(TIMEOUT)
 
+    def __enter__(self) -> TLSServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 @dataclass
 class SClient:

@@ -93,6 +93,16 @@ def serve_and_count(proc: subprocess.Popen[bytes], port: int, ca: Path) -> tuple
     return n, seen
 
 
+def check_server(proc: subprocess.Popen[bytes], port: int, ca: Path) -> None:
+    """Both workers of the launched server answered, and their counters add up to every handshake."""
+    try:
+        n, seen = serve_and_count(proc, port, ca)
+    finally:
+        err = stop(proc)
+    check_workers(n, seen, proc.pid)
+    assert "NOT offloaded" not in err
+
+
 def check_workers(n: int, seen: dict[int, dict[str, object]], server_pid: int) -> None:
     assert len(seen) == 2, f"only {len(seen)} worker(s) answered {n} connections"
     assert server_pid not in seen
@@ -112,12 +122,7 @@ def test_uvicorn_two_workers_via_launcher(pki):
         "--host", HOST, "--port", str(port), "--workers", "2", "--log-level", "warning",
         "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
     )  # fmt: skip
-    try:
-        n, seen = serve_and_count(proc, port, ca)
-    finally:
-        err = stop(proc)
-    check_workers(n, seen, proc.pid)
-    assert "NOT offloaded" not in err
+    check_server(proc, port, ca)
 
 
 def test_gunicorn_two_workers_via_launcher(pki):
@@ -128,12 +133,7 @@ def test_gunicorn_two_workers_via_launcher(pki):
         sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"{HOST}:{port}", "--chdir", str(ROOT / "tests"),
         "--certfile", str(cert), "--keyfile", str(key), "--log-level", "warning", "ssl_wsgi_app:app",
     )  # fmt: skip
-    try:
-        n, seen = serve_and_count(proc, port, ca)
-    finally:
-        err = stop(proc)
-    check_workers(n, seen, proc.pid)
-    assert "NOT offloaded" not in err
+    check_server(proc, port, ca)
 
 
 def run_launcher(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -150,15 +150,12 @@ def test_without_qatpy_counters_stay_zero(pki, engine):
     """A context loaded by the stdlib alone serves the same handshakes and qatpy's counters do not move."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*pki["rsa2048"])
-    srv = TLSServer(ctx)
-    try:
+    with TLSServer(ctx) as srv:
         before = ssl_counts(engine)
         for args in (["-tls1_3"], ["-tls1_2"]):
             r = s_client(srv.port, pki["ca"].path, *args)
             assert r.returncode == 0 and r.verified and r.sigtype == "RSA-PSS", r.output
         assert delta(ssl_counts(engine), before) == {}
-    finally:
-        srv.stop()
 
 
 def test_asyncio_server(pki):
@@ -199,8 +196,7 @@ def test_mutual_tls_client_signature_by_qatpy(pki):
     server_ctx.load_cert_chain(*pki["rsa2048"])
     server_ctx.verify_mode = ssl.CERT_REQUIRED
     server_ctx.load_verify_locations(pki["ca"].path)
-    srv = TLSServer(server_ctx)
-    try:
+    with TLSServer(server_ctx) as srv:
         with qatpy.Engine("software") as client_engine:
             cctx = ssl.create_default_context(cafile=str(pki["ca"].path))
             qatpy.ssl.load_cert_chain(cctx, *pki["client"], engine=client_engine)
@@ -212,8 +208,6 @@ def test_mutual_tls_client_signature_by_qatpy(pki):
                         assert tls.recv(64).startswith(b"HTTP/1.0 200")
             assert delta(ssl_counts(client_engine), {}) == {"signs": 2, "software": 2}
         assert srv.handshakes == 2 and srv.failures == 0
-    finally:
-        srv.stop()
 
 
 @pytest.mark.parametrize("order", ["load-first", "load-last"])
@@ -232,29 +226,23 @@ def test_calling_order(pki, engine, order):
     qatpy.ssl.load_cert_chain(ctx, *pki["p384"], engine=engine)
     if order == "load-first":
         setup()
-    srv = TLSServer(ctx)
-    try:
+    with TLSServer(ctx) as srv:
         before = ssl_counts(engine)
         for args in (["-tls1_3"], ["-tls1_2"]):
             r = s_client(srv.port, pki["ca"].path, *args)
             assert r.returncode == 0 and r.verified and r.sigtype == "ECDSA", r.output
         assert delta(ssl_counts(engine), before) == {"signs": 2, "software": 2}
-    finally:
-        srv.stop()
 
 
 def test_second_context_on_the_same_key(pki, engine, servers):
     """A second context loaded from the same files signs too, and the first keeps working."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     qatpy.ssl.load_cert_chain(ctx, *pki["rsa2048"], engine=engine)
-    srv = TLSServer(ctx)
-    try:
+    with TLSServer(ctx) as srv:
         before = ssl_counts(engine)
         python_client(srv.port, pki["ca"].path)
         python_client(servers["rsa2048"].port, pki["ca"].path)
         assert delta(ssl_counts(engine), before) == {"signs": 2, "software": 2}
-    finally:
-        srv.stop()
 
 
 @pytest.mark.parametrize("policy,ok", [("on_error", True), ("never", False)])
@@ -264,15 +252,12 @@ def test_closed_engine_falls_back_or_fails(pki, policy, ok):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     qatpy.ssl.load_cert_chain(ctx, *pki["rsa2048"], engine=eng)
     eng.close()
-    srv = TLSServer(ctx)
-    try:
+    with TLSServer(ctx) as srv:
         r = s_client(srv.port, pki["ca"].path, "-tls1_3")
         assert (r.returncode == 0 and r.verified) is ok, r.output
         expect = {"signs": 1, "fallback_engine_closed": 1} if ok else {"signs": 1, "failed": 1}
         assert delta(ssl_counts(eng), {}) == expect
         assert eng.stats()["ssl"]["closed"] is True
-    finally:
-        srv.stop()
 
 
 def test_forked_child_signs_in_software_counted_as_forked(pki, engine):
@@ -338,14 +323,11 @@ def test_transparent_context_signs_in_qatpy(installed, pki):
     """With install(), a plain ctx.load_cert_chain(cert, key) serves handshakes signed by qatpy."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*pki["rsa3072"])
-    srv = TLSServer(ctx)
-    try:
+    with TLSServer(ctx) as srv:
         before = ssl_counts(installed)
         r = s_client(srv.port, pki["ca"].path, "-tls1_2", "-sigalgs", "RSA+SHA384")
         assert r.returncode == 0 and r.verified and (r.sigtype, r.digest) == ("RSA", "SHA384"), r.output
         assert delta(ssl_counts(installed), before) == {"signs": 1, "software": 1}
-    finally:
-        srv.stop()
 
 
 def test_transparent_key_in_cert_file_and_password(installed, pki, rsa_keys, tmp_path):
@@ -358,13 +340,10 @@ def test_transparent_key_in_cert_file_and_password(installed, pki, rsa_keys, tmp
     for args in ((combined,), (cert, enc, "s3cret"), (cert, enc, lambda: b"s3cret")):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*args)
-        srv = TLSServer(ctx)
-        try:
+        with TLSServer(ctx) as srv:
             before = ssl_counts(installed)
             python_client(srv.port, pki["ca"].path)
             assert delta(ssl_counts(installed), before) == {"signs": 1, "software": 1}
-        finally:
-            srv.stop()
 
 
 def _outcome(fn: Any, *args: Any) -> tuple[type[BaseException] | None, Any]:
@@ -403,14 +382,11 @@ def test_unsupported_key_left_to_stdlib_with_a_log(installed, pki, tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="qatpy.ssl"):
         ctx.load_cert_chain(cert, key)
     assert any("not offloaded" in r.getMessage() and "Ed25519" in r.getMessage() for r in caplog.records)
-    srv = TLSServer(ctx)
-    try:
+    with TLSServer(ctx) as srv:
         before = ssl_counts(installed)
         r = s_client(srv.port, ca.path, "-tls1_3")
         assert r.returncode == 0 and r.verified and r.sigtype == "ed25519", r.output
         assert delta(ssl_counts(installed), before) == {}
-    finally:
-        srv.stop()
     with pytest.raises(UnsupportedAlgorithm, match="Ed25519"):
         qatpy.ssl.load_cert_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key)
 
@@ -421,14 +397,11 @@ def test_key_reference_path_for_other_loaders(pki, engine):
     with qatpy.ssl.key_reference(key, engine=engine) as ref:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, ref.path)
-    srv = TLSServer(ctx)
-    try:
+    with TLSServer(ctx) as srv:
         before = ssl_counts(engine)
         r = s_client(srv.port, pki["ca"].path, "-tls1_3", "-sigalgs", "ecdsa_secp521r1_sha512")
         assert r.returncode == 0 and r.verified and r.sigtype == "ECDSA", r.output
         assert delta(ssl_counts(engine), before) == {"signs": 1, "software": 1}
-    finally:
-        srv.stop()
     with pytest.raises((ssl.SSLError, FileNotFoundError)):
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, ref.path)
 
@@ -438,11 +411,8 @@ def test_engine_stats_merge_ssl_fallbacks_on_device_engine(pki):
     with qatpy.Engine("sim") as eng:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         qatpy.ssl.load_cert_chain(ctx, *pki["rsa2048"], engine=eng)
-        srv = TLSServer(ctx)
-        try:
+        with TLSServer(ctx) as srv:
             python_client(srv.port, pki["ca"].path)
-        finally:
-            srv.stop()
         st = eng.stats()
         assert delta(ssl_counts(eng), {}) == {"signs": 1, "fallback_no_device_key": 1}
         assert st["fallbacks"].get("no_device_key") == 1
@@ -456,12 +426,9 @@ def test_rsa_1024_and_other_sizes_sign_too(tmp_path, pki):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         qatpy.ssl.load_cert_chain(ctx, cert, keyfile, engine=eng)
-        srv = TLSServer(ctx)
-        try:
+        with TLSServer(ctx) as srv:
             r = s_client(srv.port, pki["ca"].path, "-tls1_2", "-cipher", "DEFAULT:@SECLEVEL=0")
             assert r.returncode == 0 and r.verified, r.output
-        finally:
-            srv.stop()
         assert delta(ssl_counts(eng), {}) == {"signs": 1, "software": 1}
 
 
@@ -491,13 +458,10 @@ def test_tls12_rsa_key_exchange_still_works(pki, engine):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.set_ciphers("DEFAULT")
     qatpy.ssl.load_cert_chain(ctx, *pki["rsa2048"], engine=engine)
-    srv = TLSServer(ctx)
-    try:
+    with TLSServer(ctx) as srv:
         before = ssl_counts(engine)
         r = s_client(srv.port, pki["ca"].path, "-tls1_2", "-cipher", "AES128-GCM-SHA256")
         assert r.returncode == 0 and r.verified and "Cipher is AES128-GCM-SHA256" in r.output, r.output
         assert r.sigtype is None and delta(ssl_counts(engine), before) == {}
         python_client(srv.port, pki["ca"].path, ssl.TLSVersion.TLSv1_2)  # and ECDHE still signs
         assert delta(ssl_counts(engine), before) == {"signs": 1, "software": 1}
-    finally:
-        srv.stop()

@@ -80,10 +80,9 @@ static int dec_set_ctx_params(void *vctx, const qpv_param params[])
 }
 
 static const qpv_param dec_settable[] = {
-    {QPV_OSSL_ASYM_CIPHER_PARAM_PAD_MODE, QPV_OSSL_PARAM_UTF8_STRING, NULL, 0, 0},
-    {QPV_OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION, QPV_OSSL_PARAM_UNSIGNED_INTEGER, NULL, 0, 0},
-    {QPV_OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION, QPV_OSSL_PARAM_UNSIGNED_INTEGER, NULL, 0, 0},
-    {NULL, 0, NULL, 0, 0}};
+    QPV_P_UTF8(QPV_OSSL_ASYM_CIPHER_PARAM_PAD_MODE),
+    QPV_P_UINT(QPV_OSSL_ASYM_CIPHER_PARAM_TLS_CLIENT_VERSION),
+    QPV_P_UINT(QPV_OSSL_ASYM_CIPHER_PARAM_TLS_NEGOTIATED_VERSION), QPV_P_END};
 
 static const qpv_param *dec_settable_ctx_params(void *vctx, void *provctx)
 {

@@ -57,11 +57,8 @@ static const qpv_algorithm *query_operation(void *provctx, int op, int *no_cache
 }
 
 static const qpv_param provider_gettable[] = {
-    {QPV_OSSL_PROV_PARAM_NAME, QPV_OSSL_PARAM_UTF8_PTR, NULL, 0, 0},
-    {QPV_OSSL_PROV_PARAM_VERSION, QPV_OSSL_PARAM_UTF8_PTR, NULL, 0, 0},
-    {QPV_OSSL_PROV_PARAM_BUILDINFO, QPV_OSSL_PARAM_UTF8_PTR, NULL, 0, 0},
-    {QPV_OSSL_PROV_PARAM_STATUS, QPV_OSSL_PARAM_INTEGER, NULL, 0, 0},
-    {NULL, 0, NULL, 0, 0}};
+    QPV_P_UTF8_PTR(QPV_OSSL_PROV_PARAM_NAME), QPV_P_UTF8_PTR(QPV_OSSL_PROV_PARAM_VERSION),
+    QPV_P_UTF8_PTR(QPV_OSSL_PROV_PARAM_BUILDINFO), QPV_P_INT(QPV_OSSL_PROV_PARAM_STATUS), QPV_P_END};
 
 static const qpv_param *gettable_params(void *provctx)
 {

@@ -184,4 +184,12 @@ extern const qpv_dispatch qpv_rsa_decoder[], qpv_ec_decoder[];
 
 #define QPV_FN(f) ((void (*)(void))(f))
 
+/* Entries of the static "gettable/settable" descriptor arrays (no data). */
+#define QPV_P_INT(k) {k, QPV_OSSL_PARAM_INTEGER, NULL, 0, 0}
+#define QPV_P_UINT(k) {k, QPV_OSSL_PARAM_UNSIGNED_INTEGER, NULL, 0, 0}
+#define QPV_P_UTF8(k) {k, QPV_OSSL_PARAM_UTF8_STRING, NULL, 0, 0}
+#define QPV_P_UTF8_PTR(k) {k, QPV_OSSL_PARAM_UTF8_PTR, NULL, 0, 0}
+#define QPV_P_OCTETS(k) {k, QPV_OSSL_PARAM_OCTET_STRING, NULL, 0, 0}
+#define QPV_P_END {NULL, 0, NULL, 0, 0}
+
 #endif /* QPV_H */
