@@ -14,6 +14,8 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -465,3 +467,59 @@ def test_tls12_rsa_key_exchange_still_works(pki, engine):
         assert r.sigtype is None and delta(ssl_counts(engine), before) == {}
         python_client(srv.port, pki["ca"].path, ssl.TLSVersion.TLSv1_2)  # and ECDHE still signs
         assert delta(ssl_counts(engine), before) == {"signs": 1, "software": 1}
+
+
+def test_install_from_many_threads_at_once(engine):
+    """Eight threads calling install() together leave exactly one interception in place."""
+    barrier = threading.Barrier(8)
+
+    def go() -> None:
+        barrier.wait(TIMEOUT)
+        qatpy.ssl.install(engine=engine)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    try:
+        wrapper = ssl.SSLContext.load_cert_chain
+        assert wrapper.__qatpy_original__ is ssl.SSLContext.__mro__[1].load_cert_chain
+        assert qatpy.ssl.installed()
+    finally:
+        qatpy.ssl.uninstall()
+    assert "load_cert_chain" not in vars(ssl.SSLContext)
+
+
+EXIT_SCRIPT = """
+import gc, socket, ssl, sys, threading
+import qatpy, qatpy.ssl
+cert, key, ca = sys.argv[1:4]
+eng = qatpy.Engine("software")
+CTX = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)          # kept alive to interpreter exit
+qatpy.ssl.load_cert_chain(CTX, cert, key, engine=eng)
+eng.close()
+del eng
+gc.collect()                                            # Python's engine object is gone
+a, b = socket.socketpair()
+t = threading.Thread(target=lambda: CTX.wrap_socket(a, server_side=True).recv(1))
+t.start()
+client = ssl.create_default_context(cafile=ca)
+with client.wrap_socket(b, server_hostname="localhost") as tls:
+    tls.sendall(b"x")
+    print(tls.version())
+t.join()
+"""
+
+
+def test_context_outlives_its_engine_to_interpreter_exit(pki):
+    """A context whose engine was closed and collected still handshakes (software fallback) and the process exits cleanly: keys hold the C engine, exit only drops references."""
+    cert, key = pki["p256"]
+    p = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(cert), str(key), str(pki["ca"].path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "TLSv1.3"
