@@ -13,6 +13,7 @@ from cffi import FFI
 
 CSRC = os.path.dirname(os.path.abspath(__file__))
 SHIM = os.path.join(CSRC, "shim")
+PROVIDER = os.path.join(CSRC, "provider")
 
 
 def _read(path: str) -> str:
@@ -23,6 +24,7 @@ def _read(path: str) -> str:
 ffibuilder = FFI()
 ffibuilder.cdef(_read(os.path.join(CSRC, "qat_types.h")))
 ffibuilder.cdef(_read(os.path.join(SHIM, "qatpy_shim.h")))
+ffibuilder.cdef(_read(os.path.join(PROVIDER, "qatpy_provider.h")))
 
 # Our own C is compiled with strict warnings; cffi's generated wrapper is
 # compiled in the same unit, so only flags it is clean under are used.
@@ -33,9 +35,9 @@ SANITIZE_FLAGS = [f"-fsanitize={_SAN}", "-fno-omit-frame-pointer", "-fno-sanitiz
 
 ffibuilder.set_source(
     "qatpy._native",
-    '#include "qat_abi.h"\n#include "qatpy_shim.h"\n',
-    sources=sorted(os.path.relpath(p) for p in glob.glob(os.path.join(SHIM, "*.c"))),
-    include_dirs=[CSRC, SHIM],
+    '#include "qat_abi.h"\n#include "qatpy_shim.h"\n#include "qatpy_provider.h"\n',
+    sources=sorted(os.path.relpath(p) for d in (SHIM, PROVIDER) for p in glob.glob(os.path.join(d, "*.c"))),
+    include_dirs=[CSRC, SHIM, PROVIDER],
     libraries=["dl", "pthread"],
     extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-pthread", "-O2", *SANITIZE_FLAGS],
     extra_link_args=SANITIZE_FLAGS,

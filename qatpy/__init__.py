@@ -30,6 +30,7 @@ from ._errors import (
     EngineForkedError,
     QatpyError,
     QatUnavailableError,
+    SslProviderError,
     VerificationError,
 )
 from ._keys import QatECPrivateKey, QatRSAPrivateKey
@@ -86,6 +87,7 @@ __all__ = [
     "QatRSAPrivateKey",
     "QatUnavailableError",
     "QatpyError",
+    "SslProviderError",
     "VerificationError",
     "default_engine",
     "load_der_private_key",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m qatpy speed | info | doctor | soak``.
+"""Command line: ``python -m qatpy speed | info | doctor | soak | run``.
 
 Every failure is one line on stderr, ``qatpy <command>: <problem>; <fix>``, and
 a non-zero exit status: 2 for a mistake in how qatpy was called (arguments,
@@ -392,7 +392,17 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     kp.add_argument("--threads", type=_positive_int, default=3, help="submitting threads (default 3)")
     kp.add_argument("--ppm", type=_ppm, default=20_000, help="probability of each fault kind, per million")
     kp.add_argument("--seed", type=_int, default=1, help="seed of the fault generator (default 1)")
-    return parser, {"speed": sp, "info": ip, "doctor": dp, "soak": kp}
+    from . import _launcher
+
+    rp = sub.add_parser("run", help="run a command with Python's ssl offloaded to qatpy")
+    _launcher.add_arguments(rp)
+    return parser, {"speed": sp, "info": ip, "doctor": dp, "soak": kp, "run": rp}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import _launcher
+
+    return _launcher.run(args)
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -400,6 +410,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "info": _cmd_info,
     "doctor": _cmd_doctor,
     "soak": _cmd_soak,
+    "run": _cmd_run,
 }
 
 

@@ -316,3 +316,119 @@ class Device:
                 self._live_lock.wait()
         if p is not None:
             self._m.lib.qatpy_device_free(p)
+
+
+# -- engine objects and the ssl provider (csrc/shim/engine.c, csrc/provider) --
+
+
+def fallback_code(policy: str) -> int:
+    """The shim's QATPY_FALLBACK_* value for a policy name ("never", "on_error", ...)."""
+    return int(getattr(native().lib, "QATPY_FALLBACK_" + policy.upper()))
+
+
+class CEngine:
+    """The shim's engine object: policy and the counters of signatures made
+    in C (the ssl provider).  Python holds one reference, released once."""
+
+    __slots__ = ("_ptr", "__weakref__")
+
+    def __init__(self, ptr: Any) -> None:
+        self._ptr = ptr
+
+    @staticmethod
+    def new(device: Device | None, fallback: int, verify: bool, deadline_ns: int) -> CEngine | None:
+        m = native()
+        cfg = m.ffi.new("qatpy_engine_config *")
+        cfg.fallback = fallback
+        cfg.verify = 1 if verify else 0
+        cfg.deadline_ns = deadline_ns
+        ptr = m.lib.qatpy_engine_new(device._ptr if device is not None else m.ffi.NULL, cfg)
+        return None if ptr == m.ffi.NULL else CEngine(ptr)
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            native().lib.qatpy_engine_close(self._ptr)
+
+    def release(self) -> None:
+        p, self._ptr = self._ptr, None
+        if p is not None:
+            native().lib.qatpy_engine_release(p)
+
+    def stats(self) -> dict[str, int]:
+        if self._ptr is None:
+            return {}
+        m = native()
+        s = m.ffi.new("qatpy_engine_stats_t *")
+        m.lib.qatpy_engine_stats(self._ptr, s)
+        return {name: int(getattr(s, name)) for name, _ in m.ffi.typeof("qatpy_engine_stats_t").fields}
+
+
+def provider_load(ssl_module: str | None, version: int) -> tuple[int, str]:
+    m = native()
+    err = m.ffi.new("char[]", ERRBUF)
+    path = os.fsencode(ssl_module) if ssl_module else m.ffi.NULL
+    rc = m.lib.qatpy_provider_load(path, version, err, ERRBUF)
+    return int(rc), _err(err)
+
+
+def provider_error_names() -> dict[int, str]:
+    """QATPY_PV_ERR_* value -> its name without the prefix, from the compiled module."""
+    lib = native().lib
+    pre = "QATPY_PV_ERR_"
+    return {int(getattr(lib, n)): n[len(pre) :] for n in dir(lib) if n.startswith(pre)}
+
+
+class PKey:
+    """A provider key (csrc/provider/keys.c), Python's reference released once."""
+
+    __slots__ = ("_ptr", "__weakref__")
+
+    def __init__(self, ptr: Any) -> None:
+        self._ptr = ptr
+
+    def register(self) -> str | None:
+        """A fresh reference id for this key, or None (no memory / no randomness)."""
+        m = native()
+        size = m.lib.QATPY_PKEY_ID_SIZE
+        buf = m.ffi.new("char[]", size)
+        if m.lib.qatpy_pkey_register(self._ptr, buf, size) != 0:
+            return None
+        return str(m.ffi.string(buf).decode("ascii"))
+
+    def refs(self) -> int:
+        return int(native().lib.qatpy_pkey_refs(self._ptr))
+
+    def release(self) -> None:
+        p, self._ptr = self._ptr, None
+        if p is not None:
+            native().lib.qatpy_pkey_release(p)
+
+
+def pkey_unregister(ref_id: str) -> bool:
+    return bool(native().lib.qatpy_pkey_unregister(ref_id.encode("ascii")) == 0)
+
+
+def pkey_registered() -> int:
+    return int(native().lib.qatpy_pkey_registered())
+
+
+def pkey_new_rsa(engine: CEngine, components: list[bytes]) -> tuple[PKey | None, str]:
+    """components: n, e, d, p, q, dp, dq, qinv as big-endian bytes."""
+    m = native()
+    err = m.ffi.new("char[]", ERRBUF)
+    args: list[Any] = []
+    for c in components:
+        args += [c, len(c)]
+    ptr = m.lib.qatpy_pkey_new_rsa(engine._ptr, *args, err, ERRBUF)
+    if ptr == m.ffi.NULL:
+        return None, _err(err)
+    return PKey(ptr), ""
+
+
+def pkey_new_ec(engine: CEngine, group: str, d: bytes, pub: bytes) -> tuple[PKey | None, str]:
+    m = native()
+    err = m.ffi.new("char[]", ERRBUF)
+    ptr = m.lib.qatpy_pkey_new_ec(engine._ptr, group.encode("ascii"), d, len(d), pub, len(pub), err, ERRBUF)
+    if ptr == m.ffi.NULL:
+        return None, _err(err)
+    return PKey(ptr), ""

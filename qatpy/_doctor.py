@@ -2,9 +2,9 @@
 
 Each check returns a `Check` (name, status, detail, fix).  The checks only read files, so
 every path is taken relative to ``root`` and everything that is not a file (kernel release,
-RLIMIT_MEMLOCK, user and groups, library lookup, access(2)) can be injected: the tests build
-fake sysfs/proc/dev trees and hosts.  Nothing here imports the compiled extension, and
-nothing runs at import time.
+RLIMIT_MEMLOCK, user and groups, library lookup, access(2), the ssl provider probe) can be
+injected: the tests build fake sysfs/proc/dev trees and hosts.  Only the ssl-provider check
+imports the compiled extension (through qatpy.ssl), and nothing runs at import time.
 
 Facts behind the checks: qatlib's ``INSTALL`` (prerequisites, memlock, ServicesEnabled,
 standalone mode, common issues), Envoy's QAT set-up guide (IOMMU, containerd/CRI-O memlock,
@@ -890,6 +890,31 @@ def check_hugepages(host: Host, facts: _Facts) -> Check:
     return Check(name, "info", f"nr_hugepages={n}; qatlib 26.08+ uses them only when QAT_MAX_2M_HPG_PER_PROCESS is set")
 
 
+def _ssl_provider_problem() -> str | None:
+    """None when Python's ssl can take qatpy's provider, else the reason (loads the provider)."""
+    try:
+        from . import ssl as qssl
+
+        qssl.check()
+    except Exception as exc:  # SslProviderError, or an ImportError of a broken install
+        return f"{exc}"
+    return None
+
+
+def check_ssl_provider(problem: str | None) -> Check:
+    """Whether Python's ``ssl`` module can be offloaded (qatpy.ssl, ``python -m qatpy run``)."""
+    name = "ssl-provider"
+    if problem is None:
+        return Check(name, "ok", "Python's ssl module can take qatpy's OpenSSL provider (qatpy.ssl, `qatpy run`)")
+    return Check(
+        name,
+        "warn",
+        f"Python's ssl module cannot be offloaded: {problem}",
+        "use a Python whose _ssl links the system's shared libcrypto.so.3 (OpenSSL 3), without fips=yes "
+        "default properties; qatpy keys still sign on QAT through qatpy's own API",
+    )
+
+
 # ---------------------------------------------------------------- public entry points
 
 
@@ -905,6 +930,7 @@ def run_checks(
     find_library: Callable[[str], str | None] | None = None,
     access: Callable[[str, int], bool] | None = None,
     cap_ipc_lock: bool | None = None,
+    ssl_provider: Callable[[], str | None] | None = None,
 ) -> list[Check]:
     """Check the host under ``root``; any keyword replaces the corresponding live input.
 
@@ -937,7 +963,8 @@ def run_checks(
     huge = check_hugepages(host, facts)
     # Order = the order to fix things in: hardware, kernel and BIOS, qatlib (its service creates the
     # VFs, binds them and sets up group qat), then per-process limits and configuration.
-    checks = [devices, kernel, iommu, libs, binding, dev, group, mem, asym, mgr, cont, huge]
+    sslp = check_ssl_provider((ssl_provider or _ssl_provider_problem)())
+    checks = [devices, kernel, iommu, libs, binding, dev, group, mem, asym, mgr, cont, huge, sslp]
     return checks + [verdict(checks)]
 
 

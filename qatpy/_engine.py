@@ -152,6 +152,7 @@ class Engine:
         self._forked = False
         self._pid = os.getpid()
         ops: Backend | None = None
+        device = None
 
         if backend in ("qat", "sim", "auto"):
             from ._fallback import FallbackPolicy
@@ -178,9 +179,15 @@ class Engine:
                 log.info("qatpy: QAT unavailable, using software: %s", exc.reason)
             else:
                 ops = FallbackPolicy(qat, fallback, threads)
+                device = qat.device
         #: The backend this engine's operations go to (see qatpy._backend).
         self._ops: Backend = ops if ops is not None else SoftwareBackend(threads)
         self.backend: str = self._ops.name
+        # The C engine object that qatpy.ssl's provider keys report to (it
+        # outlives this Engine while OpenSSL holds such keys).
+        self._c_engine = _c_engine_for(device, fallback, verify, self.deadline)
+        if self._c_engine is not None:
+            weakref.finalize(self, self._c_engine.release)
         self._closed = False
         _engines.add(self)
         log.debug("qatpy: engine on %s backend", self.backend)
@@ -215,6 +222,8 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
+        if self._c_engine is not None:
+            self._c_engine.close()  # provider keys on it now fall back or fail, per policy
         if self._forked or os.getpid() != self._pid:
             return  # the parent's device is not ours to touch
         self._ops.close(time.monotonic() + t)
@@ -345,7 +354,37 @@ class Engine:
             d["software"] = self._ops.stats()
         else:
             d.update(self._ops.stats())
+        if self._c_engine is not None:
+            d["ssl"] = ssl = _ssl_stats(self._c_engine.stats())
+            if "fallbacks" in d:
+                for reason, n in ssl["fallbacks"].items():
+                    if n:
+                        d["fallbacks"][reason] = d["fallbacks"].get(reason, 0) + n
         return d
+
+
+def _c_engine_for(device: Any, fallback: str, verify: bool, deadline: float | None) -> Any:
+    """The shim's engine object for an Engine (None if the extension is not built)."""
+    from . import _binding
+
+    try:
+        return _binding.CEngine.new(
+            device,
+            _binding.fallback_code(fallback),
+            verify,
+            0 if deadline is None else max(1, int(deadline * 1e9)),
+        )
+    except ImportError:
+        return None
+
+
+def _ssl_stats(raw: dict[str, int]) -> dict[str, Any]:
+    """The "ssl" section of stats(): signatures made by qatpy's OpenSSL provider."""
+    pre = "fallback_"
+    out: dict[str, Any] = {k: v for k, v in raw.items() if not k.startswith(pre) and k not in ("refs", "has_device")}
+    out["closed"] = bool(raw.get("closed"))
+    out["fallbacks"] = {k[len(pre) :]: v for k, v in raw.items() if k.startswith(pre)}
+    return out
 
 
 _default_lock = threading.Lock()

@@ -25,6 +25,21 @@ class QatUnavailableError(QatpyError):
         self.cause = cause
 
 
+class SslProviderError(QatpyError):
+    """Python's ``ssl`` module cannot take qatpy's OpenSSL provider in this process.
+
+    ``cause`` names why (``static``: _ssl's OpenSSL is linked statically;
+    ``other-libcrypto``: _ssl uses another libcrypto; ``version``,
+    ``too-old``, ``symbol``, ``no-libcrypto``, ``fips``, ``excluded``,
+    ``load``, ``extension missing``); the message says it in words.
+    """
+
+    def __init__(self, reason: str, cause: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+
+
 class EngineClosedError(QatpyError):
     """The engine was closed before (or while) the operation ran."""
 

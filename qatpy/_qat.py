@@ -123,6 +123,11 @@ class QatBackend:
         self._device = self._session.device
         self._manual = self._session.manual
 
+    @property
+    def device(self) -> _binding.Device:
+        """The process's device (the ssl provider's engine object references it)."""
+        return self._device
+
     # -- keys ------------------------------------------------------------------
     def accepts(self, op: Operation) -> bool:
         """True when the device takes op's key (made once per key)."""

@@ -214,3 +214,50 @@ int qatpy_device_set_verify(qatpy_device *dev, int enabled);
 int qatpy_device_set_deadline(qatpy_device *dev, uint64_t deadline_ns);
 /* 1 healthy, 0 routed around (timed out / restarting / fatal), -1 bad index. */
 int qatpy_instance_healthy(qatpy_device *dev, uint32_t index);
+
+/* ==== engine objects (csrc/shim/engine.c) ================================
+ * One per Python Engine: its fallback policy and device settings, and the
+ * counters of the signatures made for it outside Python (the ssl provider,
+ * csrc/provider).  Refcounted: Python holds one reference, every provider
+ * key made on the engine holds one, so provider keys that outlive the
+ * Engine (an SSLContext kept to process exit, OPENSSL_cleanup after
+ * Python's finalisation) never touch freed memory.  After
+ * qatpy_engine_close, signatures fall back to software (counted as
+ * engine_closed) or fail under QATPY_FALLBACK_NEVER.  An engine used in a
+ * forked child likewise signs in software (counted as forked). */
+#define QATPY_FALLBACK_NEVER 0
+#define QATPY_FALLBACK_ON_ERROR 1
+#define QATPY_FALLBACK_ON_ERROR_OR_OVERFLOW 2
+
+typedef struct qatpy_engine qatpy_engine;
+
+typedef struct {
+    int fallback;          /* QATPY_FALLBACK_* */
+    int verify;            /* check device results before use */
+    uint64_t deadline_ns;  /* per device request, 0 = none */
+} qatpy_engine_config;
+
+typedef struct {
+    uint64_t signs;               /* signatures asked of the provider */
+    uint64_t device;              /* made on the device (offloaded) */
+    uint64_t software;            /* made in software because the engine is software */
+    uint64_t failed;              /* no signature produced */
+    /* made in software by fallback, by reason */
+    uint64_t fallback_unsupported;    /* key size, curve or digest the device does not take */
+    uint64_t fallback_no_device_key;  /* the key has no device copy (phase 1: always) */
+    uint64_t fallback_engine_closed;  /* the engine was closed */
+    uint64_t fallback_forked;         /* the engine belongs to the parent process */
+    uint64_t fallback_device_error;
+    uint64_t fallback_verify_failed;
+    uint64_t fallback_deadline;
+    uint32_t closed;
+    uint32_t has_device;
+    uint32_t refs;
+} qatpy_engine_stats_t;
+
+/* NULL only when out of memory.  `dev` NULL for a software engine; else
+ * the engine holds a reference on the device struct (not its resources). */
+qatpy_engine *qatpy_engine_new(qatpy_device *dev, const qatpy_engine_config *cfg);
+void qatpy_engine_close(qatpy_engine *e);
+void qatpy_engine_release(qatpy_engine *e);
+void qatpy_engine_stats(qatpy_engine *e, qatpy_engine_stats_t *out);

@@ -1,0 +1,1 @@
+"""The directory `python -m qatpy run` puts first on PYTHONPATH (its sitecustomize installs qatpy.ssl)."""
