@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-# CpaStatus values (shared/reference/qatlib-abi.md §2).
+# CpaStatus values (qatlib's cpa.h).
 CPA_STATUS_SUCCESS: Final = 0
 CPA_STATUS_FAIL: Final = -1
 CPA_STATUS_RETRY: Final = -2
