@@ -35,4 +35,8 @@ class build_ext_with_sim(build_ext):
 setup(
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": build_ext_with_sim},
+    # cffi builds _native for the stable ABI (_native.abi3.so) and the
+    # simulator libraries do not link Python at all, so one wheel serves
+    # every CPython from 3.10 (requires-python) on: tag it cp310-abi3.
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -1,4 +1,5 @@
-"""Release artifacts: the sdist holds the whole C tree and the license is declared.
+"""Release artifacts: the sdist holds the whole C tree, the wheel is tagged for the stable ABI and
+the license is declared.
 
 Each test takes a second or two; the full proof (sdist installed in a fresh venv, the wheel on
 every CPython present) is .ci/run's release step.
@@ -7,6 +8,8 @@ every CPython present) is .ci/run's release step.
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +18,34 @@ from pathlib import Path
 
 import pytest
 
+from qatpy import _binding
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# Run in a child so setup.py's cffi exec and sys.path changes stay out of this process: the
+# distribution as setuptools configures it (nothing is built), and the simulator's C flags.
+_PROBE = r"""
+import json, runpy, sys
+import setuptools
+from distutils.core import run_setup
+dist = run_setup("setup.py", stop_after="config")
+wheel = dist.get_command_obj("bdist_wheel")
+wheel.ensure_finalized()
+(ext,) = dist.ext_modules
+sim = runpy.run_path("csrc/sim/build.py", run_name="probe")
+json.dump({"tag": "-".join(wheel.get_tag()), "ext": ext.name, "limited": bool(getattr(ext, "py_limited_api", False)),
+           "ext_cflags": ext.extra_compile_args, "sim_cflags": sim["BASE_CFLAGS"]}, sys.stdout)
+"""
+
+
+def _probe(werror: str | None) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k not in ("QATPY_WERROR", "QATPY_SANITIZE")}
+    if werror is not None:
+        env["QATPY_WERROR"] = werror
+    p = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-4000:]
+    result: dict[str, object] = json.loads(p.stdout)
+    return result
 
 
 def _worktree_files() -> list[str]:
@@ -71,6 +101,14 @@ def test_sdist_holds_tests_examples_and_license(sdist_names):
     wanted += ["LICENSE", "README.md", "pyproject.toml", "setup.py", "MANIFEST.in"]
     assert sorted(set(wanted) - names) == []
     assert not [n for n in names if n.endswith((".so", ".o", ".pyc")) or ".so." in n]
+
+
+def test_wheel_is_tagged_for_the_stable_abi():
+    """setuptools tags the wheel cp310-abi3 and the extension is a py_limited_api build (_native.abi3.so)."""
+    probe = _probe(None)
+    assert str(probe["tag"]).startswith("cp310-abi3-"), probe["tag"]
+    assert probe["ext"] == "qatpy._native" and probe["limited"] is True
+    assert _binding.native().__file__.endswith(".abi3.so")
 
 
 def test_license_is_apache_2_spdx():
