@@ -23,10 +23,11 @@ class build_ext_with_sim(build_ext):
         sys.path[:0] = [os.path.join(HERE, "csrc", "sim"), os.path.join(HERE, "csrc")]
         try:
             from build import build_sim  # csrc/sim/build.py
-            from build_native import SANITIZE_FLAGS  # QATPY_SANITIZE, shared with the extension
+            from buildflags import sanitize_flags  # QATPY_SANITIZE, shared with the extension
         finally:
             del sys.path[:2]
-        self._sim_outputs = build_sim(self._sim_dir(), extra_cflags=SANITIZE_FLAGS, extra_ldflags=SANITIZE_FLAGS)
+        san = sanitize_flags()
+        self._sim_outputs = build_sim(self._sim_dir(), extra_cflags=san, extra_ldflags=san)
 
     def get_outputs(self):
         return super().get_outputs() + list(getattr(self, "_sim_outputs", []))

@@ -8,11 +8,14 @@ only gcc and the Python headers; nothing links against qatlib.
 
 import glob
 import os
+import sys
 
 from cffi import FFI
 
 CSRC = os.path.dirname(os.path.abspath(__file__))
 SHIM = os.path.join(CSRC, "shim")
+sys.path.insert(0, CSRC)
+from buildflags import sanitize_flags, warning_flags  # noqa: E402  (csrc/buildflags.py)
 
 
 def _read(path: str) -> str:
@@ -26,10 +29,9 @@ ffibuilder.cdef(_read(os.path.join(SHIM, "qatpy_shim.h")))
 
 # Our own C is compiled with strict warnings; cffi's generated wrapper is
 # compiled in the same unit, so only flags it is clean under are used.
-# QATPY_SANITIZE=address,undefined builds the extension (and, in setup.py,
-# the simulated device) with those sanitizers: see README, Development.
-_SAN = os.environ.get("QATPY_SANITIZE", "").strip()
-SANITIZE_FLAGS = [f"-fsanitize={_SAN}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"] if _SAN else []
+# -Werror only with QATPY_WERROR=1 (our CI), sanitizers with QATPY_SANITIZE:
+# see csrc/buildflags.py.
+SANITIZE_FLAGS = sanitize_flags()
 
 ffibuilder.set_source(
     "qatpy._native",
@@ -37,7 +39,7 @@ ffibuilder.set_source(
     sources=sorted(os.path.relpath(p) for p in glob.glob(os.path.join(SHIM, "*.c"))),
     include_dirs=[CSRC, SHIM],
     libraries=["dl", "pthread"],
-    extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-pthread", "-O2", *SANITIZE_FLAGS],
+    extra_compile_args=["-std=gnu11", *warning_flags(), "-pthread", "-O2", *SANITIZE_FLAGS],
     extra_link_args=SANITIZE_FLAGS,
 )
 

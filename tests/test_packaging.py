@@ -1,5 +1,5 @@
-"""Release artifacts: the sdist holds the whole C tree, the wheel is tagged for the stable ABI and
-the license is declared.
+"""Release artifacts: the sdist holds the whole C tree, the wheel is tagged for the stable ABI, the
+license is declared, -Werror is only for our CI, and the version has one source.
 
 Each test takes a second or two; the full proof (sdist installed in a fresh venv, the wheel on
 every CPython present) is .ci/run's release step.
@@ -7,6 +7,7 @@ every CPython present) is .ci/run's release step.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import qatpy
 from qatpy import _binding
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +113,16 @@ def test_wheel_is_tagged_for_the_stable_abi():
     assert _binding.native().__file__.endswith(".abi3.so")
 
 
+def test_werror_only_when_qatpy_werror_is_set():
+    """-Werror is in the extension's and the simulator's flags only with QATPY_WERROR=1 (our CI)."""
+    for werror, expected in ((None, False), ("0", False), ("1", True)):
+        probe = _probe(werror)
+        for key in ("ext_cflags", "sim_cflags"):
+            flags = probe[key]
+            assert isinstance(flags, list) and "-Wall" in flags and "-Wextra" in flags
+            assert ("-Werror" in flags) is expected, (werror, key, flags)
+
+
 def test_license_is_apache_2_spdx():
     """LICENSE holds the Apache-2.0 text and the installed metadata declares it as an SPDX expression."""
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
@@ -118,3 +130,21 @@ def test_license_is_apache_2_spdx():
     meta = importlib.metadata.metadata("qatpy")
     assert meta["License-Expression"] == "Apache-2.0"
     assert "LICENSE" in (meta.get_all("License-File") or [])
+
+
+def test_one_version_everywhere():
+    """qatpy.__version__, the installed metadata and the simulator's reported version are the same string."""
+    lib = ctypes.CDLL(_binding.sim_paths()[0])
+    lib.qatpy_sim_version.restype = ctypes.c_char_p
+    sim = lib.qatpy_sim_version().decode()
+    assert importlib.metadata.version("qatpy") == qatpy.__version__
+    assert sim == f"qatpy-sim {qatpy.__version__}"
+
+
+def test_version_written_once():
+    """The version literal lives only in qatpy/__init__.py: pyproject and the C build take it from there."""
+    v = qatpy.__version__
+    others = [ROOT / "pyproject.toml", ROOT / "setup.py", *sorted((ROOT / "csrc").rglob("*.[ch]"))]
+    others += sorted((ROOT / "csrc").rglob("*.py"))
+    assert [str(p.relative_to(ROOT)) for p in others if f'"{v}"' in p.read_text() or f"sim {v}" in p.read_text()] == []
+    assert (ROOT / "qatpy" / "__init__.py").read_text().count(f'__version__ = "{v}"') == 1
