@@ -23,10 +23,11 @@ class build_ext_with_sim(build_ext):
         sys.path[:0] = [os.path.join(HERE, "csrc", "sim"), os.path.join(HERE, "csrc")]
         try:
             from build import build_sim  # csrc/sim/build.py
-            from build_native import SANITIZE_FLAGS  # QATPY_SANITIZE, shared with the extension
+            from buildflags import sanitize_flags  # QATPY_SANITIZE, shared with the extension
         finally:
             del sys.path[:2]
-        self._sim_outputs = build_sim(self._sim_dir(), extra_cflags=SANITIZE_FLAGS, extra_ldflags=SANITIZE_FLAGS)
+        san = sanitize_flags()
+        self._sim_outputs = build_sim(self._sim_dir(), extra_cflags=san, extra_ldflags=san)
 
     def get_outputs(self):
         return super().get_outputs() + list(getattr(self, "_sim_outputs", []))
@@ -35,4 +36,8 @@ class build_ext_with_sim(build_ext):
 setup(
     cffi_modules=["csrc/build_native.py:ffibuilder"],
     cmdclass={"build_ext": build_ext_with_sim},
+    # cffi builds _native for the stable ABI (_native.abi3.so) and the
+    # simulator libraries do not link Python at all, so one wheel serves
+    # every CPython from 3.10 (requires-python) on: tag it cp310-abi3.
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -8,12 +8,15 @@ only gcc and the Python headers; nothing links against qatlib.
 
 import glob
 import os
+import sys
 
 from cffi import FFI
 
 CSRC = os.path.dirname(os.path.abspath(__file__))
 SHIM = os.path.join(CSRC, "shim")
 PROVIDER = os.path.join(CSRC, "provider")
+sys.path.insert(0, CSRC)
+from buildflags import sanitize_flags, warning_flags  # noqa: E402  (csrc/buildflags.py)
 
 
 def _read(path: str) -> str:
@@ -28,10 +31,9 @@ ffibuilder.cdef(_read(os.path.join(PROVIDER, "qatpy_provider.h")))
 
 # Our own C is compiled with strict warnings; cffi's generated wrapper is
 # compiled in the same unit, so only flags it is clean under are used.
-# QATPY_SANITIZE=address,undefined builds the extension (and, in setup.py,
-# the simulated device) with those sanitizers: see README, Development.
-_SAN = os.environ.get("QATPY_SANITIZE", "").strip()
-SANITIZE_FLAGS = [f"-fsanitize={_SAN}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"] if _SAN else []
+# -Werror only with QATPY_WERROR=1 (our CI), sanitizers with QATPY_SANITIZE:
+# see csrc/buildflags.py.
+SANITIZE_FLAGS = sanitize_flags()
 
 ffibuilder.set_source(
     "qatpy._native",
@@ -39,7 +41,7 @@ ffibuilder.set_source(
     sources=sorted(os.path.relpath(p) for d in (SHIM, PROVIDER) for p in glob.glob(os.path.join(d, "*.c"))),
     include_dirs=[CSRC, SHIM, PROVIDER],
     libraries=["dl", "pthread"],
-    extra_compile_args=["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-pthread", "-O2", *SANITIZE_FLAGS],
+    extra_compile_args=["-std=gnu11", *warning_flags(), "-pthread", "-O2", *SANITIZE_FLAGS],
     extra_link_args=SANITIZE_FLAGS,
 )
 

@@ -1,7 +1,9 @@
 /*
  * Prototypes of the qatlib entry points qatpy uses, as exported by
  * libqat.so.4 (cpa*, icp_sal_*) and libusdm.so.0 (qae*).  Our own text,
- * from the signatures in shared/reference/qatlib-abi.md section 4.
+ * from the signatures qatlib documents in cpa.h, cpa_cy_common.h,
+ * cpa_cy_im.h, cpa_cy_rsa.h, cpa_cy_ecdsa.h, icp_sal_user.h, icp_sal_poll.h
+ * and qae_mem.h.
  *
  * Nothing in qatpy links against these: the simulated device defines them
  * (and the compiler checks each definition against this prototype), the

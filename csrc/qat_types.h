@@ -1,7 +1,9 @@
 /*
  * qatpy's own declarations of the qatlib types it uses (qatlib 26.08, CPA API
- * 5.9, x86_64), written from shared/reference/qatlib-abi.md; nothing here is
- * copied from qatlib's headers.  Checked against the facts by
+ * 5.9, x86_64), written from the facts qatlib's headers state (cpa_types.h,
+ * cpa.h, cpa_cy_common.h, cpa_cy_im.h, cpa_cy_rsa.h, cpa_cy_ec.h,
+ * cpa_cy_ecdsa.h, qae_mem.h); nothing here is copied from them.  Checked
+ * against sizes and offsets measured on those headers by
  * tests/test_abi_layout.py.
  *
  * This file is fed verbatim to cffi's cdef() as well as to the C compiler, so

@@ -1,5 +1,5 @@
-"""Facts about qatlib's ABI (x86_64), copied as numbers from
-shared/reference/qatlib-abi.json (measured against qatlib 26.08's headers).
+"""Facts about qatlib's ABI (x86_64), as numbers measured with gcc 12 against
+qatlib 26.08's headers (cpa_types.h, cpa.h, cpa_cy_*.h, qae_mem.h).
 Sizes, offsets and constant values are facts; tests/test_abi_layout.py checks
 our own declarations (csrc/qat_types.h) against them."""
 

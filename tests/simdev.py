@@ -40,7 +40,7 @@ SUCCESS, FAIL, RETRY, RESOURCE, INVALID_PARAM, FATAL, UNSUPPORTED, RESTARTING = 
 CRYPTO, CRYPTO_ASYM = 0, 5
 NOTIFY_NONE, NOTIFY_BY_EVENT = 1, 2
 
-# NIST curve constants, as qatlib-abi.json lists them (param_len_bytes wide).
+# NIST curve constants (FIPS 186 / SEC 2), each as wide as the curve's parameters.
 CURVES: dict[str, dict[str, Any]] = {
     "P-256": {
         "len": 32,

@@ -201,7 +201,7 @@ size_t qps_der_ecdsa(const uint8_t *r, const uint8_t *s, size_t len, uint8_t *ou
     return h + content;
 }
 
-/* ---- NIST curves (constants from shared/reference/qatlib-abi.json) ------ */
+/* ---- NIST curves (standard constants: FIPS 186-4, SEC 2) ---------------- */
 
 struct curve_hex {
     int id;

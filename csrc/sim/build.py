@@ -22,6 +22,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.dirname(HERE)
 REPO = os.path.dirname(CSRC)
 DEFAULT_OUT = os.path.join(REPO, "qatpy", "_sim")
+sys.path.insert(0, CSRC)
+from buildflags import version_define, warning_flags  # noqa: E402  (csrc/buildflags.py: QATPY_WERROR, version)
 
 USDM_SOURCES = ("usdm.c",)
 QAT_SOURCES = ("device.c", "ops.c", "knobs.c", "replay.c", "simbn.c")
@@ -33,9 +35,8 @@ BASE_CFLAGS = [
     "-fPIC",
     "-pthread",
     "-std=gnu11",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
+    *warning_flags(),
+    version_define(),
 ]
 ASAN_FLAGS = [
     "-fsanitize=address,undefined",

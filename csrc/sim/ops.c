@@ -1,7 +1,8 @@
 /*
  * RSA and ECDSA entry points: the parameter rules of qatlib's ICP_PARAM_CHECK
- * build (shared/reference/qatlib-abi.md 5.4-5.8), the DMA rule, the input
- * snapshot, and the arithmetic run on worker threads.
+ * build (qatlib's cpa_cy_rsa.h, cpa_cy_ecdsa.h, cpa_cy_ec.h, and the checks in
+ * its lac_rsa.c and lac_ecdsa.c), the DMA rule, the input snapshot, and the
+ * arithmetic run on worker threads.
  *
  * Refusal order follows the real library: handle, reset in progress
  * (RESTARTING), instance started and address translation set (FAIL),

@@ -24,7 +24,7 @@
 #include "simbn.h"
 #include "simmem.h"
 
-#define SIM_VERSION "qatpy-sim 0.1.0"
+#define SIM_VERSION "qatpy-sim " QATPY_VERSION /* -D from csrc/sim/build.py: qatpy/__init__.py */
 #define SIM_MAX_INSTANCES 64
 #define SIM_MAX_ENGINES 256
 #define SIM_MAX_FIELDS 8

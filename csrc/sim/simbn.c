@@ -57,7 +57,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_ok;
 static char g_err[256];
 
-/* ---- NIST curve constants (FIPS 186 / SEC 2), from qatlib-abi.json ---- */
+/* ---- NIST curve constants (FIPS 186 / SEC 2) ---------------------------- */
 static const char *const k_hex[SIMBN_NCURVES][6] = {
     {/* p */ "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
      /* a */ "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc",

@@ -1,7 +1,7 @@
 /*
  * Simulated libusdm.so.0: DMA-able memory for the simulated QAT device.
  *
- * Model (shared/reference/qatlib-abi.md 5.3): size 1..64 MiB, alignment a
+ * Model (qatlib's qae_mem.h): size 1..64 MiB, alignment a
  * power of two <= 4 MiB, works without a device, qaeVirtToPhysNUMA gives a
  * non-zero fake IOVA for addresses inside a live block and 0 for any other
  * memory, qaeMemFreeNUMA wipes and NULLs the caller's pointer,
