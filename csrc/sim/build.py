@@ -24,7 +24,16 @@ REPO = os.path.dirname(CSRC)
 DEFAULT_OUT = os.path.join(REPO, "qatpy", "_sim")
 
 USDM_SOURCES = ("usdm.c",)
-QAT_SOURCES = ("device.c", "ops.c", "knobs.c", "replay.c", "simbn.c")
+QAT_SOURCES = (
+    "lifecycle.c",
+    "pipeline.c",
+    "poll.c",
+    "instances.c",
+    "ops.c",
+    "knobs.c",
+    "replay.c",
+    "simbn.c",
+)
 HEADERS = ("sim.h", "simbn.h", "simmem.h", "qatpy_sim.h")
 
 BASE_CFLAGS = [
