@@ -34,7 +34,7 @@ QAT_SOURCES = (
     "replay.c",
     "simbn.c",
 )
-HEADERS = ("sim.h", "simbn.h", "simmem.h", "qatpy_sim.h")
+HEADERS = ("sim.h", "simbn.h", "simmem.h", "nistcurves.h", "qatpy_sim.h")
 
 BASE_CFLAGS = [
     "-O2",
