@@ -185,7 +185,7 @@ TYPEDEF_SIZES = {
 # one table both sides are checked against: the shim's constants
 # (csrc/shim/encode.c) by csrc/shim/tests/check_curves.py, the simulator's
 # (csrc/sim/nistcurves.h) by tests/test_sim_device.py; and this table itself
-# against cryptography's curves by tests/test_abi_layout.py.
+# against cryptography's curves by tests/test_nist_curves.py.
 NIST_CURVES = {
     "P-256": {
         "sec2": "secp256r1",
