@@ -1,7 +1,10 @@
-"""Facts about qatlib's ABI (x86_64), as numbers measured with gcc 12 against
-qatlib 26.08's headers (cpa_types.h, cpa.h, cpa_cy_*.h, qae_mem.h).
-Sizes, offsets and constant values are facts; tests/test_abi_layout.py checks
-our own declarations (csrc/qat_types.h) against them."""
+"""Facts copied into the project as numbers.
+
+qatlib's ABI (x86_64), measured against qatlib 26.08's headers: sizes, offsets
+and constant values; tests/test_abi_layout.py checks our own declarations
+(csrc/qat_types.h) against them.  The NIST curve parameters (NIST_CURVES, at
+the end, with their source), against which the shim's and the simulator's
+compiled-in constants are checked."""
 
 STRUCTS = {
     "CpaFlatBuffer": {"size": 16, "fields": {"dataLenInBytes": 0, "pData": 8}},
@@ -172,4 +175,49 @@ TYPEDEF_SIZES = {
     "CpaPhysicalAddr": 8,
     "CpaStatus": 4,
     "CpaVirtualToPhysical": 8,
+}
+
+# NIST P-256 / P-384 / P-521 domain parameters, from SEC 2 v2.0 (Certicom
+# Research, 2010) sections 2.4.2 secp256r1, 2.5.1 secp384r1, 2.6.1 secp521r1:
+# the same curves as FIPS 186-4 Appendix D.1.2.3-D.1.2.5.  p is the field prime
+# (qatlib's `q`), n the order of the base point (xg, yg); `len` is the bytes of
+# every parameter as qatlib takes them, `bits` the bit length of n.  This is the
+# one table both sides are checked against: the shim's constants
+# (csrc/shim/encode.c) by csrc/shim/tests/check_curves.py, the simulator's
+# (csrc/sim/nistcurves.h) by tests/test_sim_device.py; and this table itself
+# against cryptography's curves by tests/test_nist_curves.py.
+NIST_CURVES = {
+    "P-256": {
+        "sec2": "secp256r1",
+        "len": 32,
+        "bits": 256,
+        "p": 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF,
+        "a": 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFC,
+        "b": 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B,
+        "n": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+        "xg": 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+        "yg": 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
+    },
+    "P-384": {
+        "sec2": "secp384r1",
+        "len": 48,
+        "bits": 384,
+        "p": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFFFF0000000000000000FFFFFFFF,
+        "a": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFFFF0000000000000000FFFFFFFC,
+        "b": 0xB3312FA7E23EE7E4988E056BE3F82D19181D9C6EFE8141120314088F5013875AC656398D8A2ED19D2A85C8EDD3EC2AEF,
+        "n": 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973,
+        "xg": 0xAA87CA22BE8B05378EB1C71EF320AD746E1D3B628BA79B9859F741E082542A385502F25DBF55296C3A545E3872760AB7,
+        "yg": 0x3617DE4A96262C6F5D9E98BF9292DC29F8F41DBD289A147CE9DA3113B5F0B8C00A60B1CE1D7E819D7A431D7C90EA0E5F,
+    },
+    "P-521": {
+        "sec2": "secp521r1",
+        "len": 66,
+        "bits": 521,
+        "p": 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF,
+        "a": 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC,
+        "b": 0x0051953EB9618E1C9A1F929A21A0B68540EEA2DA725B99B315F3B8B489918EF109E156193951EC7E937B1652C0BD3BB1BF073573DF883D2C34F1EF451FD46B503F00,
+        "n": 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409,
+        "xg": 0x00C6858E06B70404E9CD9E3ECB662395B4429C648139053FB521F828AF606B4D3DBAA14B5E77EFE75928FE1DC127A2FFA8DE3348B3C1856A429BF97E7E31C2E5BD66,
+        "yg": 0x011839296A789A3BC0045C8A5FB42C7D1BD998F54449579B446817AFBD17273E662C97EE72995EF42640C550B9013FAD0761353C7086A272C24088BE94769FD16650,
+    },
 }

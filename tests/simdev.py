@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cffi
+from abi_facts import NIST_CURVES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADERS = (
@@ -40,35 +41,18 @@ SUCCESS, FAIL, RETRY, RESOURCE, INVALID_PARAM, FATAL, UNSUPPORTED, RESTARTING = 
 CRYPTO, CRYPTO_ASYM = 0, 5
 NOTIFY_NONE, NOTIFY_BY_EVENT = 1, 2
 
-# NIST curve constants (FIPS 186 / SEC 2), each as wide as the curve's parameters.
+# The NIST curve parameters as the device takes them: big-endian hex, each
+# `len` bytes wide, q the field prime.  Derived from the one table,
+# tests/abi_facts.py (not a copy of it).
 CURVES: dict[str, dict[str, Any]] = {
-    "P-256": {
-        "len": 32,
-        "q": "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
-        "a": "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc",
-        "b": "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
-        "n": "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551",
-        "xg": "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
-        "yg": "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
-    },
-    "P-384": {
-        "len": 48,
-        "q": "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
-        "a": "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000fffffffc",
-        "b": "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
-        "n": "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973",
-        "xg": "aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a385502f25dbf55296c3a545e3872760ab7",
-        "yg": "3617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c00a60b1ce1d7e819d7a431d7c90ea0e5f",
-    },
-    "P-521": {
-        "len": 66,
-        "q": "01" + "ff" * 65,
-        "a": "01" + "ff" * 64 + "fc",
-        "b": "0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00",
-        "n": "01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409",
-        "xg": "00c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b4d3dbaa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2e5bd66",
-        "yg": "011839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd17273e662c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769fd16650",
-    },
+    name: {
+        "len": c["len"],
+        **{
+            k: f"{c[src]:0{2 * c['len']}x}"
+            for k, src in (("q", "p"), ("a", "a"), ("b", "b"), ("n", "n"), ("xg", "xg"), ("yg", "yg"))
+        },
+    }
+    for name, c in NIST_CURVES.items()
 }
 
 

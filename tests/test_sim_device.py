@@ -656,6 +656,24 @@ def test_ecdsa_verify(curve):
         assert sim_get("completed.verify_false") == 1
 
 
+@pytest.mark.parametrize("curve", ["P-256", "P-384", "P-521"])
+def test_curve_constants_are_the_table(curve):
+    """The device's NIST constants equal tests/abi_facts.py's: the table's six sign (verified); any one off by a bit is refused."""
+    with sd.device() as dev:
+        key, digest, op = sign_op(dev, curve)
+        last = sd.CURVES[curve]["len"] - 1
+        for i, name in enumerate(("q", "a", "b", "n", "xg", "yg")):
+            buf = getattr(op.opdata, name).pData
+            buf[last] ^= 1
+            assert sd.submit_sign(dev, op) == INVALID_PARAM, name
+            buf[last] ^= 1
+            assert refused("ec_curve") == i + 1, name
+        assert sd.submit_sign(dev, op) == SUCCESS
+        dev.poll_until(1)
+        assert dev.done[0].status == SUCCESS
+        ec_check(key, curve, digest, b2i(sd.fb_bytes(op.outs[0])), b2i(sd.fb_bytes(op.outs[1])))
+
+
 def test_ecdsa_non_nist_curve_refused():
     """Curve parameters other than NIST P-256/384/521 (or a binary field) are INVALID_PARAM (ec_curve)."""
     with sd.device() as dev:

@@ -201,7 +201,11 @@ size_t qps_der_ecdsa(const uint8_t *r, const uint8_t *s, size_t len, uint8_t *ou
     return h + content;
 }
 
-/* ---- NIST curves (standard constants: FIPS 186-4, SEC 2) ---------------- */
+/* ---- NIST curves ----------------------------------------------------- */
+
+/* SEC 2 v2.0 sections 2.4.2, 2.5.1, 2.6.1 (= FIPS 186-4 D.1.2.3-D.1.2.5),
+ * the shim's one copy; csrc/shim/tests/check_curves.py compares every byte
+ * with the table in tests/abi_facts.py.  q is the field prime p. */
 
 struct curve_hex {
     int id;

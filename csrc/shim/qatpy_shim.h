@@ -180,9 +180,9 @@ int qatpy_poll(qatpy_device *dev);
 
 void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out);
 
-/* ---- batch forms (csrc/shim/batch.c): one call, and one GIL release, for
- * many operations.  Operation i uses input bytes [i*input_len, (i+1)*input_len)
- * and tag tag0 + i.  They stop at the first result other than
+/* ---- batch forms (csrc/shim/submit.c, ring.c): one call, and one GIL
+ * release, for many operations.  Operation i uses input bytes
+ * [i*input_len, (i+1)*input_len) and tag tag0 + i.  They stop at the first result other than
  * QATPY_SUBMIT_OK and return it; *n_done says how many were queued. */
 int qatpy_submit_rsa_many(qatpy_device *dev, qatpy_key *key, int encoding, int hash_id,
                           const uint8_t *inputs, size_t input_len, size_t n, uint64_t tag0,
@@ -199,7 +199,7 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
                           uint32_t *lens, uint32_t *instance, uint8_t *results, size_t stride,
                           size_t max);
 
-/* ---- reliability (csrc/shim/verify.c, request.c) ----------------------
+/* ---- reliability (csrc/shim/verify.c, callbacks.c, deadline.c) --------
  * Verify-after-sign: every successful RSA result is checked in C on the
  * poll thread (sig^e mod n == the submitted block) before it is delivered;
  * a mismatch completes as QATPY_ST_VERIFY_FAIL with no result bytes.  On by

@@ -173,6 +173,8 @@ bool qps_rsa_verify_block(const struct qps_mont *m, const uint8_t *e, size_t e_l
 #define QPS_NUM_CURVES 3
 
 #define QPS_ECDSA_MAX_ATTEMPTS 16
+/* Poll delay limit, at open and in qatpy_device_set_poll. */
+#define QPS_MAX_POLL_DELAY_NS 1000000000ULL
 #define QPS_RETRY_BACKOFF_NS 50000ULL
 
 enum qps_slot_state {
@@ -275,7 +277,7 @@ struct qps_inst {
     pthread_cond_t park_cond;
     _Atomic int parked;
     bool locks_init;
-    /* Poll thread only: see avoid_submitter_cpu() in device.c. */
+    /* Poll thread only: see avoid_submitter_cpu() in poller.c. */
     uint32_t shared_cpu_polls;
     uint64_t last_nudge_ns;
 };
@@ -372,31 +374,86 @@ struct qatpy_device {
     struct qps_counters st;
 };
 
-/* device.c */
+/*
+ * The files, each owning one thing (its first comment says more):
+ *   lib.c        loading libqat / libusdm; fork
+ *   device.c     device open, shutdown, free
+ *   settings.c   run-time settings and statistics
+ *   instances.c  discovery, start / stop, per-instance DMA, event mode, notification
+ *   poller.c     poll threads, parking, qatpy_poll
+ *   submit.c     request slots, the submit gate, the public submits
+ *   dispatch.c   instance reservation, dispatch, the pending FIFO
+ *   callbacks.c  qatlib callbacks, the per-poll batch, verify-after-sign, ECDSA redo
+ *   deadline.c   deadlines and zombies
+ *   ring.c       the completion ring, drain, waits, the eventfd
+ *   key.c        device-side keys
+ *   encode.c     pure encodings (PKCS#1, DER, nonces), NIST curve constants
+ *   verify.c     verify-after-sign arithmetic (Montgomery)
+ * Below, file by file: the functions other files call.
+ */
+
+/* device.c: open / shutdown / free, and helpers every file uses */
 void qps_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const char *qps_status_name(CpaStatus st);
 void *qps_dma_alloc(struct qatpy_device *dev, size_t size, int node);
 void qps_dma_free(struct qatpy_device *dev, void *p, size_t wipe_len);
 bool qps_forked(const struct qatpy_device *dev);
 void qps_dev_unref(struct qatpy_device *dev);
+uint64_t qps_now_ns(void);
+void qps_sleep_ns(uint64_t ns);
+
+/* instances.c: discovery, start, per-instance DMA, event mode, notification */
+/* Fills dev->inst and starts every instance; on failure the caller unwinds. */
+int qps_instances_open(struct qatpy_device *dev, uint32_t max_instances, char *err,
+                       size_t errlen);
+/* EVENT mode on every instance, or none of them (then TIMER). */
+void qps_setup_event_mode(struct qatpy_device *dev);
+void qps_stop_instances(struct qatpy_device *dev);
+void qps_instances_free(struct qatpy_device *dev);
+
+/* poller.c: the poll threads, parking, wake-ups */
 void qps_wake_inst(struct qps_inst *inst);
 void qps_wake_all(struct qatpy_device *dev);
-uint64_t qps_now_ns(void);
+int qps_start_threads(struct qatpy_device *dev, char *err, size_t errlen);
+void qps_stop_threads(struct qatpy_device *dev);
 
-/* request.c */
-void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status);
+/* submit.c: slots, the submit gate, public submits */
+void qps_slot_free_many(struct qatpy_device *dev, struct qps_req **reqs, uint32_t n);
+
+/* dispatch.c: instance reservation, dispatch, the pending FIFO */
 /* Dispatch or queue; `front` puts a requeued request at the head of the FIFO. */
 void qps_submit_or_queue(struct qatpy_device *dev, struct qps_req *req, bool front);
 /* Returns: >0 requests dispatched, 0 nothing to do, -1 blocked by device RETRY. */
 int qps_dispatch_pending(struct qatpy_device *dev);
+/* Bufset and in-flight unit back to the instance (the nonce wiped first). */
+void qps_inst_release(struct qps_inst *inst, struct qps_req *req);
+
+/* callbacks.c: qatlib callbacks, the per-poll batch, verify-after-sign, redo */
+void qps_rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out);
+void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multiply_status,
+                  CpaFlatBuffer *pr, CpaFlatBuffer *ps);
 /* Poll one instance once and resubmit its ECDSA redos; returns responses seen. */
 int qps_poll_instance(struct qps_inst *inst);
-void qps_inst_release(struct qps_inst *inst, struct qps_req *req);
+
+/* deadline.c: deadline lists, the checker, zombies */
+/* Both under inst->lock. */
+void qps_dl_link(struct qps_inst *inst, struct qps_req *req);
+void qps_dl_unlink(struct qps_inst *inst, struct qps_req *req);
 /* Time out this instance's requests past their deadline (cheap when none is
  * due); returns how many. */
 uint32_t qps_check_deadlines(struct qps_inst *inst);
+/* Drop one of a zombie's two holds (the ring's or the device's). */
+void qps_zombie_release(struct qatpy_device *dev, struct qps_req *req);
 /* A zombie leaves the device (late answer or instance stop): in-flight and
  * bufset already returned; drops the device's hold. */
 void qps_zombie_gone(struct qps_inst *inst, struct qps_req *req);
+
+/* ring.c: the completion ring and its wake-ups */
+void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status);
+/* A list (linked by ->next) of n requests whose status is set. */
+void qps_ring_push_list(struct qatpy_device *dev, struct qps_req *list, uint32_t n);
+/* TIMEOUT entries for n zombies (linked by ->dl_next). */
+void qps_ring_push_timeouts(struct qatpy_device *dev, struct qps_req *list, uint32_t n);
 
 /* key.c */
 void qps_key_ref(struct qatpy_key *key);

@@ -26,8 +26,17 @@ sys.path.insert(0, CSRC)
 from buildflags import version_define, warning_flags  # noqa: E402  (csrc/buildflags.py: QATPY_WERROR, version)
 
 USDM_SOURCES = ("usdm.c",)
-QAT_SOURCES = ("device.c", "ops.c", "knobs.c", "replay.c", "simbn.c")
-HEADERS = ("sim.h", "simbn.h", "simmem.h", "qatpy_sim.h")
+QAT_SOURCES = (
+    "lifecycle.c",
+    "pipeline.c",
+    "poll.c",
+    "instances.c",
+    "ops.c",
+    "knobs.c",
+    "replay.c",
+    "simbn.c",
+)
+HEADERS = ("sim.h", "simbn.h", "simmem.h", "nistcurves.h", "qatpy_sim.h")
 
 BASE_CFLAGS = [
     "-O2",

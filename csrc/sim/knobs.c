@@ -24,11 +24,6 @@ atomic_llong g_refused[R_COUNT];
 atomic_llong g_faults[F_COUNT];
 atomic_llong g_inflight;
 
-/* device.c */
-void sim_life_lock(void);
-void sim_life_unlock(void);
-int sim_refcount(void);
-
 typedef struct {
     const char *name;
     long long def, min, max;
@@ -136,8 +131,6 @@ static char g_faults_names[F_COUNT][40];
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static atomic_ullong g_rng_ctr;
-
-long long sim_replay_entries(void); /* replay.c */
 
 static int env_value(const char *name, long long *out)
 {

@@ -17,8 +17,6 @@
 
 #include "sim.h"
 
-CpaStatus sim_sync_wait(sim_job *job); /* device.c */
-
 /* A big-endian integer without its leading zero bytes (len 0 = zero). */
 typedef struct {
     const uint8_t *p;
@@ -143,7 +141,7 @@ static CpaStatus enter(CpaInstanceHandle h, enum sim_knob cap, sim_inst **out)
 }
 
 /* Allocate the job and copy the (minimal) input fields into its snapshot. */
-static sim_job *job_new(sim_inst *in, int op, int param, const mb *fields, int nfields,
+static sim_job *job_new(sim_inst *in, enum sim_op op, int param, const mb *fields, int nfields,
                         uint32_t res_len, void *cb, void *tag, const void *opdata,
                         const ranges *rs, CpaFlatBuffer *out0, CpaFlatBuffer *out1)
 {
@@ -182,6 +180,7 @@ static sim_job *job_new(sim_inst *in, int op, int param, const mb *fields, int n
         job->out[1] = (sim_out){out1, out1->pData, out1->dataLenInBytes};
     if (cb == NULL) {
         job->sync = 1;
+        job->sstate = SYNC_WAITING;
         pthread_mutex_init(&job->smu, NULL);
         pthread_condattr_t attr;
         pthread_condattr_init(&attr);

@@ -16,7 +16,8 @@
 typedef struct centry {
     struct centry *next;
     uint64_t hash;
-    int op, param, nkey;
+    enum sim_op op;
+    int param, nkey;
     uint32_t flen[SIM_MAX_FIELDS];
     uint32_t key_len, res_len;
     CpaBoolean flag;

@@ -142,15 +142,27 @@ static inline CpaStatus refuse(enum sim_rule r, CpaStatus st)
     return st;
 }
 
-void sim_init_once(void);
-/* Should fault f fire now?  Consumes one scripted shot, else draws ppm. */
-int sim_fault_fires(enum sim_fault f);
-uint64_t sim_random(void);
-uint64_t sim_now_ns(void);
-int sim_is_started(void); /* icp_sal_userStart refcount > 0 */
+/* Values of knob compute_mode. */
+enum sim_compute_mode { COMPUTE_REAL = 0, COMPUTE_REPLAY = 1 };
+/* Values of knob user_start_fail: which real stderr text a failed start prints. */
+enum sim_start_fail { START_OK = 0, START_FAIL_NO_VFIO = 1, START_FAIL_NO_DEVICES = 2 };
 
 /* ---- requests ---------------------------------------------------------- */
 enum sim_op { OP_RSA_DEC1 = 1, OP_RSA_DEC2, OP_RSA_ENC, OP_EC_SIGN, OP_EC_VERIFY };
+
+/* A sync (NULL callback) job's handshake between its caller and the device. */
+enum sim_sync_state {
+    SYNC_WAITING = 0, /* the caller waits in sim_sync_wait */
+    SYNC_DONE,        /* delivered or discarded: status is final, the caller frees */
+    SYNC_ABANDONED    /* the caller timed out (RESOURCE): whoever finishes it frees */
+};
+
+/* An instance's reset cycle (qatpy_sim_restart_instance, fault restart). */
+enum sim_restart_phase {
+    RESTART_NONE = 0,
+    RESTART_ANNOUNCE, /* the timer thread still has to send RESTARTING */
+    RESTART_UNDERWAY  /* RESTARTING sent; RESTARTED at restart_until */
+};
 
 typedef struct sim_inst sim_inst;
 typedef struct sim_job sim_job;
@@ -166,7 +178,7 @@ typedef struct {
 struct sim_job {
     sim_job *next;
     sim_inst *inst;
-    int op;
+    enum sim_op op;
     int param;           /* RSA: operation size in bytes; EC: curve id */
     int sync;
     unsigned faults;     /* bit (1u << F_x) for per-response faults */
@@ -191,7 +203,7 @@ struct sim_job {
     /* sync mode handshake (only initialised when sync) */
     pthread_mutex_t smu;
     pthread_cond_t scv;
-    int sstate;          /* 0 waiting, 1 done, 2 abandoned by a timed-out caller */
+    enum sim_sync_state sstate;
     uint8_t data[];
 };
 
@@ -207,7 +219,7 @@ struct sim_inst {
     sim_job *head, *tail;
     sim_job *lost;
     uint64_t epoch;
-    int mode;                 /* CpaInstanceResponseMode */
+    CpaInstanceResponseMode mode;
     int efd;
     atomic_int inflight;
     pthread_mutex_t eng_mu;
@@ -215,7 +227,7 @@ struct sim_inst {
     /* restart cycle, guarded by the timer lock */
     atomic_int restarting;
     atomic_ullong restart_gen;
-    int restart_phase;        /* 0 none, 1 RESTARTING to announce, 2 waiting to end */
+    enum sim_restart_phase restart_phase;
     uint64_t restart_until;
     CpaCyInstanceNotificationCbFunc notify_cb;
     void *notify_tag;
@@ -224,17 +236,75 @@ struct sim_inst {
 extern sim_inst g_inst[SIM_MAX_INSTANCES];
 extern atomic_int g_ninst;
 
-/* device.c */
+/* ---- functions called across files, file by file ------------------------ */
+
+/* knobs.c */
+void sim_init_once(void);
+/* Should fault f fire now?  Consumes one scripted shot, else draws ppm. */
+int sim_fault_fires(enum sim_fault f);
+uint64_t sim_random(void);
+uint64_t sim_now_ns(void);
+
+/* lifecycle.c: icp_sal_userStart / Stop, one-time init, fork */
+/* Every entry point calls this first (knobs, instance locks, atfork). */
+void sim_ensure_init(void);
+void sim_life_lock(void);
+void sim_life_unlock(void);
+int sim_refcount(void);
+int sim_is_started(void); /* icp_sal_userStart refcount > 0 */
+/* The live instance a handle names, NULL if none (or the parent's, after fork). */
 sim_inst *sim_resolve(CpaInstanceHandle h);
+
+/* pipeline.c: dispatch, workers, latency timer, reset cycles */
+/* Caller holds inst->state for reading; consumes job unless SUCCESS. */
 CpaStatus sim_dispatch(sim_job *job);
 void sim_job_free(sim_job *job);
+/* The job left the device: its instance's and the global in-flight counts. */
+void sim_inflight_done(sim_job *job);
+/* Discard every job of a ->next chain: no callback, sync waiters get FAIL. */
+void sim_discard_chain(sim_job *j);
+/* Make an event-mode instance's fd readable. */
+void sim_efd_signal(sim_inst *in);
 int sim_begin_restart(sim_inst *inst);
+/* The timer lock also guards each instance's reset cycle and notify_cb/tag. */
+void sim_timer_lock(void);
+void sim_timer_unlock(void);
+/* Worker and timer threads at icp_sal_userStart (0 ok, -1 failed), and
+ * their end at the last icp_sal_userStop (queued jobs discarded). */
+int sim_pipeline_start(void);
+void sim_pipeline_stop(void);
+/* Once per process: the condition variables (CLOCK_MONOTONIC). */
+void sim_pipeline_once(void);
+/* Fork child handler: fresh locks (their owners may not exist here). */
+void sim_pipeline_reinit_locks(void);
+/* Fork child, before its own start: forget the parent's queues and threads
+ * (no join, no free). */
+void sim_pipeline_forget(void);
+
+/* poll.c: delivery (icp_sal_CyPollInstance), sync waits, stop */
+/* A sync job after sim_dispatch accepted it: wait for its response. */
+CpaStatus sim_sync_wait(sim_job *job);
+/* cpaCyStopInstance / teardown: discard what is on the device; no callback after. */
+void sim_inst_stop(sim_inst *in);
+/* Fork child handler: this thread polls nothing. */
+void sim_poll_atfork_child(void);
+
+/* ops.c */
+/* Worker thread: compute job's result into its snapshot. */
+void sim_compute(simbn_ctx *c, sim_job *job);
+/* Poller, at delivery: write the result to the caller's output buffers. */
+void sim_write_outputs(sim_job *job);
 
 /* replay.c */
 void sim_job_hash(sim_job *job);
 int sim_replay_lookup(sim_job *job);
 void sim_replay_insert(const sim_job *job);
 void sim_replay_clear(void);
+long long sim_replay_entries(void);
 void sim_replay_atfork_child(void);
+
+/* Exported by the real libqat too, but not used by qatpy (not in qat_api.h). */
+CpaStatus icp_sal_userStartMultiProcess(const char *pProcessName, CpaBoolean limitDevAccess);
+CpaStatus icp_sal_CyPollAsymRing(CpaInstanceHandle instanceHandle, Cpa32U response_quota);
 
 #endif /* QATPY_SIM_H */

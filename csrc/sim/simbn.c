@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nistcurves.h"
 #include "simbn.h"
 
 typedef struct sim_bignum BIGNUM;
@@ -57,29 +58,9 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static int g_ok;
 static char g_err[256];
 
-/* ---- NIST curve constants (FIPS 186 / SEC 2) ---------------------------- */
-static const char *const k_hex[SIMBN_NCURVES][6] = {
-    {/* p */ "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
-     /* a */ "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc",
-     /* b */ "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
-     /* n */ "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551",
-     /* xg */ "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
-     /* yg */ "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5"},
-    {"fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
-     "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000fffffffc",
-     "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
-     "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973",
-     "aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a385502f25dbf55296c3a545e3872760ab7",
-     "3617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c00a60b1ce1d7e819d7a431d7c90ea0e5f"},
-    {"01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-     "01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffc",
-     "0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00",
-     "01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409",
-     "00c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b4d3dbaa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2e5bd66",
-     "011839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd17273e662c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769fd16650"},
-};
-static const size_t k_len[SIMBN_NCURVES] = {32, 48, 66};
-static const char *const k_name[SIMBN_NCURVES] = {"P-256", "P-384", "P-521"};
+/* ---- NIST curves (constants in nistcurves.h) ------------------------- */
+_Static_assert(sizeof sim_nist_curves / sizeof sim_nist_curves[0] == SIMBN_NCURVES,
+               "one nistcurves.h entry per SIMBN_ curve");
 
 static uint8_t g_curve_bytes[SIMBN_NCURVES][6][66];
 static simbn_curve g_curves[SIMBN_NCURVES];
@@ -95,19 +76,21 @@ static int hexval(char c)
 static void curves_init(void)
 {
     for (int c = 0; c < SIMBN_NCURVES; c++) {
+        const sim_nist_curve *nc = &sim_nist_curves[c];
+        const char *hex[6] = {nc->p, nc->a, nc->b, nc->n, nc->xg, nc->yg};
         const uint8_t *mins[6];
         size_t lens[6];
         for (int f = 0; f < 6; f++) {
             uint8_t *dst = g_curve_bytes[c][f];
-            for (size_t i = 0; i < k_len[c]; i++)
-                dst[i] = (uint8_t)(hexval(k_hex[c][f][2 * i]) << 4 | hexval(k_hex[c][f][2 * i + 1]));
+            for (size_t i = 0; i < nc->len; i++)
+                dst[i] = (uint8_t)(hexval(hex[f][2 * i]) << 4 | hexval(hex[f][2 * i + 1]));
             size_t z = 0;
-            while (z < k_len[c] && dst[z] == 0)
+            while (z < nc->len && dst[z] == 0)
                 z++;
             mins[f] = dst + z;
-            lens[f] = k_len[c] - z;
+            lens[f] = nc->len - z;
         }
-        g_curves[c] = (simbn_curve){.name = k_name[c], .len = k_len[c],
+        g_curves[c] = (simbn_curve){.name = nc->name, .len = nc->len,
                                     .p = mins[0], .plen = lens[0], .a = mins[1], .alen = lens[1],
                                     .b = mins[2], .blen = lens[2], .n = mins[3], .nlen = lens[3],
                                     .xg = mins[4], .xglen = lens[4], .yg = mins[5], .yglen = lens[5]};

@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 #include "../qat_abi.h"
+#include "nistcurves.h"
 #include "qatpy_sim.h"
+#include "simbn.h" /* SIMBN_P256: which nistcurves.h entry */
 
 #define CHECK(cond)                                                                \
     do {                                                                           \
@@ -138,19 +140,20 @@ typedef struct {
 
 static void sign_req_init(sign_req *q)
 {
+    const sim_nist_curve *p256 = &sim_nist_curves[SIMBN_P256];
     memset(q, 0, sizeof(*q));
     q->op.q = dma(32, 0);
-    hex(&q->op.q, "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff");
+    hex(&q->op.q, p256->p);
     q->op.a = dma(32, 0);
-    hex(&q->op.a, "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc");
+    hex(&q->op.a, p256->a);
     q->op.b = dma(32, 0);
-    hex(&q->op.b, "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b");
+    hex(&q->op.b, p256->b);
     q->op.n = dma(32, 0);
-    hex(&q->op.n, "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+    hex(&q->op.n, p256->n);
     q->op.xg = dma(32, 0);
-    hex(&q->op.xg, "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296");
+    hex(&q->op.xg, p256->xg);
     q->op.yg = dma(32, 0);
-    hex(&q->op.yg, "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5");
+    hex(&q->op.yg, p256->yg);
     q->op.k = dma(32, 0x42);
     q->op.d = dma(32, 0x17);
     q->op.m = dma(32, 0x99);

@@ -241,7 +241,7 @@ static void test_be(void)
 
 static void test_curves(void)
 {
-    /* spot checks; csrc/shim/tests/check_curves.py compares every byte with the JSON facts */
+    /* spot checks; check_curves.py compares every byte with tests/abi_facts.py's table */
     const struct qps_curve *p256 = qps_curve_get(QATPY_CURVE_P256);
     const struct qps_curve *p521 = qps_curve_get(QATPY_CURVE_P521);
     CHECK(p256->len == 32 && p256->n[31] == 0x51 && p256->b[0] == 0x5a, "P-256");
@@ -250,7 +250,7 @@ static void test_curves(void)
     CHECK(qps_curve_get(0) == NULL && qps_curve_get(4) == NULL, "bad id");
     for (int c = QATPY_CURVE_P256; c <= QATPY_CURVE_P521; c++) {
         const struct qps_curve *cv = qps_curve_get(c);
-        printf("curve %d q=", c);
+        printf("curve %d bits=%u q=", c, cv->bits);
         for (size_t i = 0; i < cv->len; i++) printf("%02x", cv->q[i]);
         printf(" a=");
         for (size_t i = 0; i < cv->len; i++) printf("%02x", cv->a[i]);

@@ -1,0 +1,108 @@
+/*
+ * What can be changed or read while a device is open: poll mode and delay,
+ * verify-after-sign, the per-request deadline, and the statistics.
+ */
+#include <string.h>
+
+#include "shim_internal.h"
+
+#define MAX_DEADLINE_NS (3600ULL * 1000000000ULL)
+
+int qatpy_device_set_poll(qatpy_device *dev, int poll_mode, uint64_t poll_delay_ns)
+{
+    if (!dev || poll_mode < QATPY_POLL_TIMER || poll_mode > QATPY_POLL_MANUAL ||
+        poll_delay_ns > QPS_MAX_POLL_DELAY_NS)
+        return QATPY_ERR_CONFIG;
+    if (qps_forked(dev))
+        return QATPY_ERR_STATE;
+    pthread_mutex_lock(&dev->state_lock);
+    if (dev->stage != QPS_STAGE_OPEN) {
+        pthread_mutex_unlock(&dev->state_lock);
+        return QATPY_ERR_STATE;
+    }
+    int eff = poll_mode;
+    if (eff == QATPY_POLL_EVENT) {
+        bool fds = dev->ninst > 0;
+        for (uint32_t i = 0; i < dev->ninst; i++)
+            if (dev->inst[i].event_fd < 0)
+                fds = false;
+        if (!fds)
+            eff = QATPY_POLL_TIMER; /* event fds exist only if set up at open */
+    }
+    atomic_store(&dev->poll_delay_ns, poll_delay_ns);
+    atomic_store(&dev->poll_mode, eff);
+    int rc = QATPY_OK;
+    if (eff != QATPY_POLL_MANUAL && !dev->threads_started) {
+        atomic_store(&dev->stop_threads, 0);
+        rc = qps_start_threads(dev, NULL, 0);
+        if (rc != QATPY_OK) {
+            qps_stop_threads(dev);
+            atomic_store(&dev->stop_threads, 0);
+            dev->threads_started = false;
+            atomic_store(&dev->poll_mode, QATPY_POLL_MANUAL);
+        }
+    }
+    qps_wake_all(dev);
+    pthread_mutex_unlock(&dev->state_lock);
+    return rc;
+}
+
+void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!dev)
+        return;
+    struct qps_counters *c = &dev->st;
+    out->submitted = atomic_load(&c->submitted);
+    out->completed = atomic_load(&c->completed);
+    out->completed_ok = atomic_load(&c->completed_ok);
+    out->completed_error = atomic_load(&c->completed_error);
+    out->ring_retries = atomic_load(&c->ring_retries);
+    uint64_t queued = atomic_load(&dev->pend_count);
+    if (!qps_forked(dev) && dev->inst)
+        for (uint32_t i = 0; i < dev->ninst; i++)
+            queued += atomic_load(&dev->inst[i].redo_count);
+    out->queued_now = queued;
+    out->inflight_now = atomic_load(&dev->inflight_total);
+    out->inflight_max = atomic_load(&c->inflight_max);
+    out->polls = atomic_load(&c->polls);
+    out->polls_empty = atomic_load(&c->polls_empty);
+    out->dma_allocs = atomic_load(&c->dma_allocs);
+    out->dma_live = atomic_load(&c->dma_live);
+    out->ecdsa_retries = atomic_load(&c->ecdsa_retries);
+    out->drained_batches = atomic_load(&c->drained_batches);
+    out->num_instances = dev->ninst;
+    out->poll_mode = (uint32_t)atomic_load(&dev->poll_mode);
+    out->verify_failures = atomic_load(&c->verify_failures);
+    out->timeouts = atomic_load(&c->timeouts);
+    out->late_answers = atomic_load(&c->late_answers);
+    out->poller_moves = atomic_load(&c->poller_moves);
+    uint32_t unhealthy = 0;
+    if (!qps_forked(dev) && dev->inst)
+        for (uint32_t i = 0; i < dev->ninst; i++)
+            unhealthy += qatpy_instance_healthy(dev, i) == 0;
+    out->unhealthy_instances = unhealthy;
+}
+
+int qatpy_device_set_verify(qatpy_device *dev, int enabled)
+{
+    if (!dev)
+        return QATPY_ERR_CONFIG;
+    if (qps_forked(dev))
+        return QATPY_ERR_STATE;
+    atomic_store(&dev->verify, enabled ? 1 : 0);
+    return QATPY_OK;
+}
+
+int qatpy_device_set_deadline(qatpy_device *dev, uint64_t deadline_ns)
+{
+    if (!dev || deadline_ns > MAX_DEADLINE_NS)
+        return QATPY_ERR_CONFIG;
+    if (qps_forked(dev))
+        return QATPY_ERR_STATE;
+    atomic_store(&dev->deadline_ns, deadline_ns);
+    qps_wake_all(dev);
+    return QATPY_OK;
+}
