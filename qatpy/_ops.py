@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,12 +33,19 @@ HASHLIB: Final = {
 HASH_TYPES: Final = (hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
+# cryptography reads a message through the buffer protocol, by a rule that
+# depends on the interpreter: from Python 3.11 (its stable-ABI buffer path)
+# only buffers of unsigned bytes ('B' or 'c' items) are taken and a
+# non-contiguous one is a BufferError; on 3.10 any C-contiguous buffer is
+# taken as its raw bytes and a non-contiguous one is a TypeError.  qatpy
+# takes exactly what cryptography takes on the same interpreter
+# (tests/test_parity.py runs every case through both).
+_BYTE_ITEMS_ONLY = sys.version_info >= (3, 11)
+
+
 def data_bytes(data: object, what: str = "data") -> bytes:
-    """`data` as bytes, accepting what cryptography accepts: any buffer of
-    unsigned bytes ('B' or 'c' items), C-contiguous.  Raises TypeError for
-    anything else (str, int, a buffer of other items, a released
-    memoryview) and BufferError for a non-contiguous buffer, as
-    cryptography does."""
+    """`data` as bytes, accepting what cryptography accepts on this
+    interpreter; TypeError (or BufferError) as cryptography raises them."""
     if type(data) is bytes:
         return data
     try:
@@ -46,13 +54,15 @@ def data_bytes(data: object, what: str = "data") -> bytes:
         hint = " (encode text first, e.g. data.encode())" if isinstance(data, str) else ""
         raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}{hint}") from None
     with view:
-        if view.format not in ("B", "c"):
+        if _BYTE_ITEMS_ONLY and view.format not in ("B", "c"):
             raise TypeError(
                 f"{what} must be a buffer of bytes (item format 'B'), not {type(data).__name__} "
                 f"with item format {view.format!r}"
             )
         if not view.c_contiguous:
-            raise BufferError(f"{what} is not a C-contiguous buffer")
+            if _BYTE_ITEMS_ONLY:
+                raise BufferError(f"{what} is not a C-contiguous buffer")
+            raise TypeError(f"{what} must be a C-contiguous buffer, not a strided {type(data).__name__}")
         return view.tobytes()
 
 
