@@ -136,12 +136,14 @@ class Device:
         return Device(out[0]), 0, ""
 
     def rsa_key(
-        self, n: bytes, e: bytes, p: bytes, q: bytes, dp: bytes, dq: bytes, qinv: bytes
+        self, engine: CEngine, n: bytes, e: bytes, p: bytes, q: bytes, dp: bytes, dq: bytes, qinv: bytes
     ) -> tuple[Key | None, str]:
+        """A device copy of an RSA key whose requests take `engine`'s settings."""
         m = self._m
         err = m.ffi.new("char[]", ERRBUF)
         ptr = m.lib.qatpy_rsa_key_new(
             self._ptr,
+            engine._ptr,
             n,
             len(n),
             e,
@@ -163,10 +165,11 @@ class Device:
             return None, _err(err)
         return Key(ptr), ""
 
-    def ec_key(self, curve: int, d: bytes) -> tuple[Key | None, str]:
+    def ec_key(self, engine: CEngine, curve: int, d: bytes) -> tuple[Key | None, str]:
+        """A device copy of an EC key whose requests take `engine`'s settings."""
         m = self._m
         err = m.ffi.new("char[]", ERRBUF)
-        ptr = m.lib.qatpy_ec_key_new(self._ptr, curve, d, len(d), err, ERRBUF)
+        ptr = m.lib.qatpy_ec_key_new(self._ptr, engine._ptr, curve, d, len(d), err, ERRBUF)
         if ptr == m.ffi.NULL:
             return None, _err(err)
         return Key(ptr), ""
@@ -295,12 +298,6 @@ class Device:
         m.lib.qatpy_stats(self._ptr, s)
         return {name: int(getattr(s, name)) for name, _ in m.ffi.typeof("qatpy_stats_t").fields}
 
-    def set_verify(self, enabled: bool) -> int:
-        return int(self._m.lib.qatpy_device_set_verify(self._ptr, 1 if enabled else 0))
-
-    def set_deadline(self, deadline_ns: int) -> int:
-        return int(self._m.lib.qatpy_device_set_deadline(self._ptr, deadline_ns))
-
     def instance_healthy(self, index: int) -> int:
         return int(self._m.lib.qatpy_instance_healthy(self._ptr, index))
 
@@ -319,6 +316,14 @@ class Device:
 
 
 # -- engine objects and the ssl provider (csrc/shim/engine.c, csrc/provider) --
+
+
+def limits() -> dict[str, int]:
+    """The largest values the shim takes (QATPY_MAX_*), by lower-case name."""
+    lib = native().lib
+    pre = "QATPY_MAX_"
+    names = [n for n in dir(lib) if n.startswith(pre) and n != "QATPY_MAX_RESULT"]
+    return {n[len(pre) :].lower(): int(getattr(lib, n)) for n in names}
 
 
 def fallback_code(policy: str) -> int:
@@ -394,6 +399,10 @@ class PKey:
         if m.lib.qatpy_pkey_register(self._ptr, buf, size) != 0:
             return None
         return str(m.ffi.string(buf).decode("ascii"))
+
+    def attach_device(self, key: Key) -> bool:
+        """Give the provider key its device copy (it takes its own reference)."""
+        return bool(native().lib.qatpy_pkey_attach_device(self._ptr, key._ptr) == 0)
 
     def refs(self) -> int:
         return int(native().lib.qatpy_pkey_refs(self._ptr))

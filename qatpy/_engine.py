@@ -81,6 +81,26 @@ def _positive_int(value: object, name: str, allow_none: bool = True) -> int | No
     return value
 
 
+#: Most software signing threads an engine starts.
+MAX_THREADS = 1024
+
+
+def _shim_limits() -> dict[str, int]:
+    """The shim's QATPY_MAX_* limits ({} when the extension is not built)."""
+    from . import _binding
+
+    try:
+        return _binding.limits()
+    except ImportError:
+        return {}
+
+
+def _at_most(name: str, value: float | None, limit: float, unit: str = "") -> None:
+    if value is not None and value > limit:
+        what = f"{limit:.12g} {unit}".rstrip()
+        raise ValueError(f"{name} must be at most {what}, got {value!r}")
+
+
 class Engine:
     """A signing engine on one backend.
 
@@ -143,6 +163,18 @@ class Engine:
         for name, p in (("libqat", libqat), ("libusdm", libusdm)):
             if p is not None and not isinstance(p, (str, os.PathLike)):
                 raise TypeError(f"{name} must be a path, not {type(p).__name__}")
+        # Every value within what the shim takes, before anything starts (a
+        # value the shim refused later would leave a started device behind).
+        if threads is not None and threads > MAX_THREADS:
+            raise ValueError(f"threads must be <= {MAX_THREADS}, got {threads}")
+        limits = _shim_limits()
+        if limits:
+            _at_most("poll_delay", self.poll_delay, limits["poll_delay_ns"] / 1e9, "seconds")
+            if self.deadline is not None:
+                _at_most("deadline", self.deadline, limits["deadline_ns"] / 1e9, "seconds (or None for no deadline)")
+            _at_most("max_inflight", max_inflight, limits["inflight"])
+            _at_most("max_requests", max_requests, limits["requests"])
+            _at_most("instances", instances, limits["instances"])
 
         self.requested_backend = backend
         self.fallback_reason: str | None = None
@@ -152,7 +184,7 @@ class Engine:
         self._forked = False
         self._pid = os.getpid()
         ops: Backend | None = None
-        device = None
+        c_engine = None
 
         if backend in ("qat", "sim", "auto"):
             from ._fallback import FallbackPolicy
@@ -169,6 +201,7 @@ class Engine:
                     max_inflight=max_inflight,
                     max_requests=max_requests,
                     sim_knobs=dict(sim or {}),
+                    fallback=fallback,
                     verify=verify,
                     deadline=self.deadline,
                 )
@@ -179,13 +212,13 @@ class Engine:
                 log.info("qatpy: QAT unavailable, using software: %s", exc.reason)
             else:
                 ops = FallbackPolicy(qat, fallback, threads)
-                device = qat.device
+                c_engine = qat.c_engine
         #: The backend this engine's operations go to (see qatpy._backend).
         self._ops: Backend = ops if ops is not None else SoftwareBackend(threads)
         self.backend: str = self._ops.name
         # The C engine object that qatpy.ssl's provider keys report to (it
         # outlives this Engine while OpenSSL holds such keys).
-        self._c_engine = _c_engine_for(device, fallback, verify, self.deadline)
+        self._c_engine = c_engine if c_engine is not None else _software_c_engine(fallback, verify, self.deadline)
         if self._c_engine is not None:
             weakref.finalize(self, self._c_engine.release)
         self._closed = False
@@ -297,6 +330,10 @@ class Engine:
         with open(path, "rb") as f:
             return self.load_private_key(f.read(), password)
 
+    def _device_backend(self) -> Any:
+        """The QAT backend behind this engine's fallback policy, or None (software)."""
+        return getattr(self._ops, "primary", None)
+
     # -- operations (called by the key objects) ----------------------------
     @staticmethod
     def _check_prehashed(spec: Any, datas: list[bytes]) -> None:
@@ -363,13 +400,13 @@ class Engine:
         return d
 
 
-def _c_engine_for(device: Any, fallback: str, verify: bool, deadline: float | None) -> Any:
-    """The shim's engine object for an Engine (None if the extension is not built)."""
+def _software_c_engine(fallback: str, verify: bool, deadline: float | None) -> Any:
+    """The shim's engine object for a software Engine (None if the extension is not built)."""
     from . import _binding
 
     try:
         return _binding.CEngine.new(
-            device,
+            None,
             _binding.fallback_code(fallback),
             verify,
             0 if deadline is None else max(1, int(deadline * 1e9)),

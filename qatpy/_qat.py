@@ -80,6 +80,7 @@ class QatBackend:
         max_inflight: int | None,
         max_requests: int | None,
         sim_knobs: Mapping[str, int],
+        fallback: str,
         verify: bool,
         deadline: float | None,
     ) -> None:
@@ -115,9 +116,19 @@ class QatBackend:
             max_inflight=max_inflight,
             max_requests=max_requests,
             sim_knobs=sim_knobs,
-            verify=verify,
-            deadline=deadline,
         )
+        # The engine object: its settings go with every request on its keys
+        # (verify, deadline), and the ssl provider's keys report to it.
+        c_engine = _binding.CEngine.new(
+            self._session.device,
+            _binding.fallback_code(fallback),
+            verify,
+            0 if deadline is None else max(1, int(deadline * 1e9)),
+        )
+        if c_engine is None:  # pragma: no cover - only out of memory (the values were checked)
+            self._session.release(time.monotonic() + 1.0)
+            raise MemoryError("the shim could not make an engine object")
+        self.c_engine: _binding.CEngine = c_engine
         self._pending = self._session.pending
         self._delivery = self._session.delivery
         self._device = self._session.device
@@ -145,8 +156,18 @@ class QatBackend:
         return h is not None
 
     def _prepare(self, op: Operation) -> _binding.Key | None:
+        handle = self.device_key(op.key)
+        if handle is None:
+            return None
+        self._keys.add(handle)
+        weakref.finalize(op.owner, handle.release)
+        return handle
+
+    def device_key(self, key: object) -> _binding.Key | None:
+        """A new device copy of a cryptography private key, made for this
+        engine (its requests take the engine's settings), or None when the
+        device does not take the key.  The caller owns (releases) it."""
         dev = self._device
-        key = op.key
         if isinstance(key, rsa.RSAPrivateKey):
             if key.key_size not in RSA_DEVICE_SIZES:
                 return None
@@ -155,6 +176,7 @@ class QatBackend:
             if (pn.p.bit_length() + 7) // 8 != (pn.q.bit_length() + 7) // 8:
                 return None
             handle, _err = dev.rsa_key(
+                self.c_engine,
                 _be(pn.public_numbers.n),
                 _be(pn.public_numbers.e),
                 _be(pn.p, half),
@@ -165,13 +187,11 @@ class QatBackend:
             )
         elif isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in CURVE_IDS:
             size = (key.curve.key_size + 7) // 8
-            handle, _err = dev.ec_key(CURVE_IDS[key.curve.name], _be(key.private_numbers().private_value, size))
+            handle, _err = dev.ec_key(
+                self.c_engine, CURVE_IDS[key.curve.name], _be(key.private_numbers().private_value, size)
+            )
         else:
             return None
-        if handle is None:
-            return None
-        self._keys.add(handle)
-        weakref.finalize(op.owner, handle.release)
         return handle
 
     # -- submitting --------------------------------------------------------------

@@ -73,8 +73,6 @@ def acquire(
     max_inflight: int | None,
     max_requests: int | None,
     sim_knobs: Mapping[str, int],
-    verify: bool,
-    deadline: float | None,
 ) -> DeviceSession:
     """Join the running device session, or start one (QatUnavailableError
     naming the cause when the device cannot be used)."""
@@ -133,11 +131,11 @@ def acquire(
                 )
             if s.is_sim:
                 _simsession.apply(sim_knobs)
-            s.device.set_poll(mode, int(poll_delay * 1e9))
-        # Verification and deadlines are device-wide: the most recent
-        # engine's settings apply (like the poll settings).
-        s.device.set_verify(verify)
-        s.device.set_deadline(0 if deadline is None else max(1, int(deadline * 1e9)))
+            # Polling is device-wide (one set of poll threads serves every
+            # engine): the most recent engine's mode and delay apply.
+            rc = s.device.set_poll(mode, int(poll_delay * 1e9))
+            if rc != 0:
+                raise _status.unavailable(rc, f"the running device refused poll_mode={poll_mode!r}")
         s.refs += 1
     return s
 

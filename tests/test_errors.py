@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -143,3 +145,27 @@ def test_engine_option_validation(kwargs, exc, words):
     """Invalid engine options raise typed errors naming the option."""
     with pytest.raises(exc, match=words):
         qatpy.Engine(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"deadline": 1e30}, "deadline must be at most 3600"),
+        ({"deadline": timedelta.max}, "deadline must be at most 3600"),
+        ({"deadline": 3600.5}, "deadline must be at most 3600"),
+        ({"poll_delay": 1e30}, "poll_delay must be at most 1"),
+        ({"poll_delay": 1.5}, "poll_delay must be at most 1"),
+        ({"max_inflight": 10**20}, "max_inflight must be at most 65536"),
+        ({"max_requests": 2**40}, "max_requests must be at most 4194304"),
+        ({"instances": 2**33}, "instances must be at most 4096"),
+        ({"threads": 10**6}, "threads must be <= 1024"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["sim", "software", "auto"])
+def test_values_beyond_the_shims_limits_are_refused_before_anything_starts(backend, kwargs, words):
+    """A value the shim cannot take is a ValueError naming the option and its range, for every backend, and nothing is left started."""
+    with pytest.raises(ValueError, match=words):
+        qatpy.Engine(backend, **kwargs)
+    # Nothing was started: a fresh engine starts its own device session with its own knobs.
+    with qatpy.Engine("sim", sim={"instances": 3}) as eng:
+        assert eng.stats()["device"]["num_instances"] == 3

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 import qatpy
+from qatpy import _binding
 
 ECDSA = ec.ECDSA(hashes.SHA256())
 PKCS = (padding.PKCS1v15(), hashes.SHA256())
@@ -182,3 +183,29 @@ def test_lost_response_typed_with_fallback_never(ec_keys):
         cf.wait(futs, timeout=10)
         errors = [f.exception() for f in futs if f.exception() is not None]
         assert len(errors) == 1 and isinstance(errors[0], qatpy.DeadlineExceededError)
+
+
+def test_verify_setting_belongs_to_its_engine(rsa_keys):
+    """An engine made with verify=True keeps getting checked results after another engine on the device chose verify=False (and closed)."""
+    raw = rsa_keys[2048]
+    msgs = [b"v%d" % i for i in range(8)]
+    with qatpy.Engine("sim", verify=True, fallback="never") as careful:
+        with qatpy.Engine("sim", verify=False) as careless:
+            careless.wrap_key(raw).sign(b"x", *PKCS)  # made last, and used
+        key = careful.wrap_key(raw)
+        _binding.sim_set("fault.rsa_bitflip.next", len(msgs))
+        out = key.sign_many(msgs, *PKCS, return_exceptions=True)
+        assert all(isinstance(r, qatpy.VerificationError) for r in out), out
+        assert careful.stats()["device"]["verify_failures"] == len(msgs)
+
+
+def test_deadline_setting_belongs_to_its_engine(ec_keys):
+    """An engine with deadline=None is not cut short by another engine's 0.05 s deadline on the same device."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", deadline=None, fallback="never", sim={"latency_ns": 150_000_000}) as patient:
+        with qatpy.Engine("sim", deadline=0.05, fallback="never") as hasty:
+            with pytest.raises(qatpy.DeadlineExceededError):
+                hasty.wrap_key(raw).sign(b"hasty", ECDSA)
+            sig = patient.wrap_key(raw).sign(b"patient", ECDSA)  # 150 ms > the other's 50 ms
+            raw.public_key().verify(sig, b"patient", ECDSA)
+            assert patient.stats()["failed"] == 0 and hasty.stats()["failed"] == 1

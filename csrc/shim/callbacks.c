@@ -53,8 +53,7 @@ static void redo_push(struct qps_inst *inst, struct qps_req *req)
  * Python.  ~19 us for RSA-2048 at e = 65537 (csrc/shim/tests/test_verify). */
 static void verify_result(struct qatpy_device *dev, struct qps_req *req)
 {
-    if (req->op != QPS_OP_RSA || req->status != QATPY_ST_OK ||
-        !atomic_load_explicit(&dev->verify, memory_order_relaxed))
+    if (req->op != QPS_OP_RSA || req->status != QATPY_ST_OK || !req->verify)
         return;
     const struct qatpy_key *key = req->key;
     if (qps_rsa_verify_block(key->mont, key->e, key->e_len, req->result, req->input,

@@ -23,8 +23,6 @@
 
 #define DEFAULT_INFLIGHT 48
 #define DEFAULT_MAX_REQUESTS 4096
-#define MAX_INFLIGHT 65536
-#define MAX_REQUESTS (1u << 22)
 
 void qps_errf(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -132,7 +130,6 @@ static struct qatpy_device *dev_new(void)
     if (!dev)
         return NULL;
     atomic_init(&dev->refs, 1);
-    atomic_init(&dev->verify, 1);
     atomic_init(&dev->submit_cpu, -1); /* no submit yet */
     dev->efd = -1;
     pthread_mutex_init(&dev->state_lock, NULL);
@@ -217,9 +214,11 @@ int qatpy_device_open(const qatpy_config *cfg, qatpy_device **out, char *err, si
     }
     uint32_t cap = cfg->inflight_per_instance ? cfg->inflight_per_instance : DEFAULT_INFLIGHT;
     uint32_t nreq = cfg->max_requests ? cfg->max_requests : DEFAULT_MAX_REQUESTS;
-    if (cap > MAX_INFLIGHT || nreq > MAX_REQUESTS) {
-        qps_errf(err, errlen, "inflight_per_instance (%u) or max_requests (%u) out of range",
-                 cap, nreq);
+    if (cap > QATPY_MAX_INFLIGHT || nreq > QATPY_MAX_REQUESTS ||
+        cfg->max_instances > QATPY_MAX_INSTANCES) {
+        qps_errf(err, errlen,
+                 "inflight_per_instance (%u), max_requests (%u) or max_instances (%u) out of range",
+                 cap, nreq, cfg->max_instances);
         return QATPY_ERR_CONFIG;
     }
     const char *name = cfg->process_name ? cfg->process_name : "SSL";

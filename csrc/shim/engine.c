@@ -41,7 +41,8 @@ static void engine_register_atfork(void) { pthread_atfork(NULL, NULL, engine_atf
 qatpy_engine *qatpy_engine_new(qatpy_device *dev, const qatpy_engine_config *cfg)
 {
     if (!cfg || cfg->fallback < QATPY_FALLBACK_NEVER ||
-        cfg->fallback > QATPY_FALLBACK_ON_ERROR_OR_OVERFLOW)
+        cfg->fallback > QATPY_FALLBACK_ON_ERROR_OR_OVERFLOW ||
+        cfg->deadline_ns > (uint64_t)QATPY_MAX_DEADLINE_NS)
         return NULL;
     pthread_once(&engine_atfork_once, engine_register_atfork);
     qatpy_engine *e = calloc(1, sizeof *e);
@@ -97,10 +98,14 @@ int qatpy_engine_unusable(const qatpy_engine *e)
 
 int qatpy_engine_has_device(const qatpy_engine *e) { return e->dev != NULL; }
 
+struct qatpy_device *qatpy_engine_device(const qatpy_engine *e) { return e->dev; }
+
 int qatpy_engine_may_fall_back(const qatpy_engine *e, int reason)
 {
     if (reason == QATPY_ECNT_FB_UNSUPPORTED || reason == QATPY_ECNT_FB_NO_DEVICE_KEY)
         return 1;
+    if (reason == QATPY_ECNT_FB_OVERFLOW)
+        return e->cfg.fallback == QATPY_FALLBACK_ON_ERROR_OR_OVERFLOW;
     return e->cfg.fallback != QATPY_FALLBACK_NEVER;
 }
 
@@ -122,6 +127,7 @@ void qatpy_engine_stats(qatpy_engine *e, qatpy_engine_stats_t *out)
     out->fallback_device_error = v[QATPY_ECNT_FB_DEVICE_ERROR];
     out->fallback_verify_failed = v[QATPY_ECNT_FB_VERIFY_FAILED];
     out->fallback_deadline = v[QATPY_ECNT_FB_DEADLINE];
+    out->fallback_overflow = v[QATPY_ECNT_FB_OVERFLOW];
     out->closed = (uint32_t)atomic_load(&e->closed);
     out->has_device = e->dev != NULL;
     out->refs = atomic_load(&e->refs);

@@ -22,6 +22,7 @@ enum {
     QATPY_ECNT_FB_DEVICE_ERROR,
     QATPY_ECNT_FB_VERIFY_FAILED,
     QATPY_ECNT_FB_DEADLINE,
+    QATPY_ECNT_FB_OVERFLOW,
     QATPY_ECNT_N
 };
 
@@ -38,5 +39,7 @@ int qatpy_engine_has_device(const qatpy_engine *e);
  * the other reasons need a policy other than QATPY_FALLBACK_NEVER. */
 int qatpy_engine_may_fall_back(const qatpy_engine *e, int reason);
 const qatpy_engine_config *qatpy_engine_config_of(const qatpy_engine *e);
+/* The device the engine was made on (NULL for a software engine). */
+struct qatpy_device *qatpy_engine_device(const qatpy_engine *e);
 
 #endif /* QATPY_ENGINE_H */

@@ -4,7 +4,8 @@
  * signing op never allocates or copies key material.
  *
  * Lifetime: refs = 1 (Python's handle) + 1 per request slot holding the
- * key.  The last unref wipes and frees the DMA copies, then the key, then
+ * key (+ 1 per C holder, e.g. an ssl provider key).  The key holds a
+ * reference on its engine object, whose settings its requests take.  The last unref wipes and frees the DMA copies, then the key, then
  * drops the key's reference on the device struct.  qatpy_device_free wipes
  * and frees the DMA of keys Python still holds (no request can use them
  * any more); their later release frees only ordinary memory.  Error texts
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine.h"
 #include "shim_internal.h"
 
 void qps_key_ref(struct qatpy_key *key) { atomic_fetch_add(&key->refs, 1); }
@@ -46,9 +48,11 @@ static void key_destroy(struct qatpy_key *key)
     free(key->n);
     free(key->e);
     qps_mont_free(key->mont);
+    struct qatpy_engine *eng = key->eng;
     uint32_t ninst = key->ninst;
     qps_wipe(key, sizeof *key + ninst * sizeof(struct qps_key_inst));
     free(key);
+    qatpy_engine_release(eng);
     qps_dev_unref(dev);
 }
 
@@ -67,10 +71,15 @@ void qatpy_key_release(qatpy_key *key)
     qps_key_unref(key);
 }
 
-static struct qatpy_key *key_alloc(struct qatpy_device *dev, int type, char *err, size_t errlen)
+static struct qatpy_key *key_alloc(struct qatpy_device *dev, struct qatpy_engine *eng, int type,
+                                   char *err, size_t errlen)
 {
     if (!dev) {
         qps_errf(err, errlen, "no device");
+        return NULL;
+    }
+    if (!eng || qatpy_engine_device(eng) != dev) {
+        qps_errf(err, errlen, "the key's engine object is not one on this device");
         return NULL;
     }
     if (qps_forked(dev)) {
@@ -88,6 +97,10 @@ static struct qatpy_key *key_alloc(struct qatpy_device *dev, int type, char *err
     }
     key->dev = dev;
     key->type = type;
+    key->eng = eng; /* referenced once the key is published (key_register) */
+    const qatpy_engine_config *cfg = qatpy_engine_config_of(eng);
+    key->verify = cfg->verify != 0;
+    key->deadline_ns = cfg->deadline_ns;
     key->ninst = dev->ninst;
     atomic_init(&key->refs, 1);
     return key;
@@ -98,6 +111,7 @@ static void key_register(struct qatpy_key *key)
 {
     struct qatpy_device *dev = key->dev;
     atomic_fetch_add(&dev->refs, 1);
+    qatpy_engine_ref(key->eng);
     pthread_mutex_lock(&dev->key_lock);
     key->prev = NULL;
     key->next = dev->keys;
@@ -117,7 +131,7 @@ static void key_abort(struct qatpy_key *key)
     free(key);
 }
 
-qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, const uint8_t *n, size_t n_len,
+qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, qatpy_engine *eng, const uint8_t *n, size_t n_len,
                              const uint8_t *e, size_t e_len, const uint8_t *p, size_t p_len,
                              const uint8_t *q, size_t q_len, const uint8_t *dp, size_t dp_len,
                              const uint8_t *dq, size_t dq_len, const uint8_t *qinv,
@@ -166,7 +180,7 @@ qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, const uint8_t *n, size_t n_len,
         }
     }
 
-    struct qatpy_key *key = key_alloc(dev, QPS_KEY_RSA, err, errlen);
+    struct qatpy_key *key = key_alloc(dev, eng, QPS_KEY_RSA, err, errlen);
     if (!key)
         return NULL;
     key->n_len = (uint32_t)n_len;
@@ -218,8 +232,8 @@ qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, const uint8_t *n, size_t n_len,
     return key;
 }
 
-qatpy_key *qatpy_ec_key_new(qatpy_device *dev, int curve, const uint8_t *d, size_t d_len,
-                            char *err, size_t errlen)
+qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, const uint8_t *d,
+                            size_t d_len, char *err, size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
@@ -245,7 +259,7 @@ qatpy_key *qatpy_ec_key_new(qatpy_device *dev, int curve, const uint8_t *d, size
         qps_errf(err, errlen, "EC key: private scalar out of range for the curve");
         return NULL;
     }
-    struct qatpy_key *key = key_alloc(dev, QPS_KEY_EC, err, errlen);
+    struct qatpy_key *key = key_alloc(dev, eng, QPS_KEY_EC, err, errlen);
     if (!key) {
         qps_wipe(padded, sizeof padded);
         return NULL;

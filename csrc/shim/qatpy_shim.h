@@ -67,6 +67,15 @@
 
 typedef struct qatpy_device qatpy_device;
 typedef struct qatpy_key qatpy_key;
+/* An engine object: one per Python Engine (see "engine objects" below). */
+typedef struct qatpy_engine qatpy_engine;
+
+/* ---- limits of the values the shim takes (Python checks them first) ---- */
+#define QATPY_MAX_POLL_DELAY_NS 1000000000        /* 1 s */
+#define QATPY_MAX_DEADLINE_NS 3600000000000       /* 1 h */
+#define QATPY_MAX_INFLIGHT 65536                  /* per instance */
+#define QATPY_MAX_REQUESTS 4194304                /* request slots */
+#define QATPY_MAX_INSTANCES 4096                  /* instances asked for */
 
 typedef struct {
     const char *process_name;        /* NULL: "SSL" */
@@ -136,14 +145,17 @@ int qatpy_device_set_poll(qatpy_device *dev, int poll_mode, uint64_t poll_delay_
 
 /* Keys: components are big-endian unsigned integers.  The shim copies the
  * private parts into DMA memory once per instance; qatpy_key_release wipes
- * and frees them when the last in-flight request using the key is done. */
-qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, const uint8_t *n, size_t n_len,
+ * and frees them when the last in-flight request using the key is done.
+ * A key belongs to one engine object (`eng`, on `dev`; the key holds a
+ * reference on it): every request on the key takes that engine's settings
+ * (verify, deadline), so one engine's settings never apply to another's. */
+qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, qatpy_engine *eng, const uint8_t *n, size_t n_len,
                              const uint8_t *e, size_t e_len, const uint8_t *p, size_t p_len,
                              const uint8_t *q, size_t q_len, const uint8_t *dp, size_t dp_len,
                              const uint8_t *dq, size_t dq_len, const uint8_t *qinv,
                              size_t qinv_len, char *err, size_t errlen);
-qatpy_key *qatpy_ec_key_new(qatpy_device *dev, int curve, const uint8_t *d, size_t d_len,
-                            char *err, size_t errlen);
+qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, const uint8_t *d,
+                            size_t d_len, char *err, size_t errlen);
 void qatpy_key_release(qatpy_key *key);
 
 /* Submit one operation; the result arrives as a completion carrying `tag`.
@@ -200,18 +212,18 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
                           size_t max);
 
 /* ---- reliability (csrc/shim/verify.c, callbacks.c, deadline.c) --------
- * Verify-after-sign: every successful RSA result is checked in C on the
- * poll thread (sig^e mod n == the submitted block) before it is delivered;
- * a mismatch completes as QATPY_ST_VERIFY_FAIL with no result bytes.  On by
- * default; returns QATPY_OK or QATPY_ERR_CONFIG / QATPY_ERR_STATE. */
-int qatpy_device_set_verify(qatpy_device *dev, int enabled);
-/* Per-request deadline, CLOCK_MONOTONIC from the submit call (0 = none, the
- * default); applies to requests submitted after the call.  A request
- * unanswered at its deadline completes with QATPY_ST_TIMEOUT; if it was on
- * the device its slot and DMA stay with the shim until the device answers
- * (the late answer is dropped and counted) or the instance stops, and its
- * instance is marked unhealthy until it answers again or reports RESTARTED. */
-int qatpy_device_set_deadline(qatpy_device *dev, uint64_t deadline_ns);
+ * Both settings are the engine's (qatpy_engine_config), carried by every
+ * request made on one of its keys.
+ * Verify-after-sign (cfg.verify): every successful RSA result is checked in
+ * C on the poll thread (sig^e mod n == the submitted block) before it is
+ * delivered; a mismatch completes as QATPY_ST_VERIFY_FAIL with no result
+ * bytes.
+ * Deadline (cfg.deadline_ns, CLOCK_MONOTONIC from the submit call; 0 =
+ * none).  A request unanswered at its deadline completes with
+ * QATPY_ST_TIMEOUT; if it was on the device its slot and DMA stay with the
+ * shim until the device answers (the late answer is dropped and counted)
+ * or the instance stops, and its instance is marked unhealthy until it
+ * answers again or reports RESTARTED. */
 /* 1 healthy, 0 routed around (timed out / restarting / fatal), -1 bad index. */
 int qatpy_instance_healthy(qatpy_device *dev, uint32_t index);
 
@@ -229,8 +241,6 @@ int qatpy_instance_healthy(qatpy_device *dev, uint32_t index);
 #define QATPY_FALLBACK_ON_ERROR 1
 #define QATPY_FALLBACK_ON_ERROR_OR_OVERFLOW 2
 
-typedef struct qatpy_engine qatpy_engine;
-
 typedef struct {
     int fallback;          /* QATPY_FALLBACK_* */
     int verify;            /* check device results before use */
@@ -244,19 +254,22 @@ typedef struct {
     uint64_t failed;              /* no signature produced */
     /* made in software by fallback, by reason */
     uint64_t fallback_unsupported;    /* key size, curve or digest the device does not take */
-    uint64_t fallback_no_device_key;  /* the key has no device copy (phase 1: always) */
+    uint64_t fallback_no_device_key;  /* the key has no device copy (the device refused the key) */
     uint64_t fallback_engine_closed;  /* the engine was closed */
     uint64_t fallback_forked;         /* the engine belongs to the parent process */
     uint64_t fallback_device_error;
     uint64_t fallback_verify_failed;
     uint64_t fallback_deadline;
+    uint64_t fallback_overflow;       /* every request slot busy (fallback="on_error_or_overflow") */
     uint32_t closed;
     uint32_t has_device;
     uint32_t refs;
 } qatpy_engine_stats_t;
 
-/* NULL only when out of memory.  `dev` NULL for a software engine; else
- * the engine holds a reference on the device struct (not its resources). */
+/* NULL when out of memory or for a configuration out of range (fallback
+ * not a QATPY_FALLBACK_*, deadline_ns > QATPY_MAX_DEADLINE_NS).  `dev` NULL
+ * for a software engine; else the engine holds a reference on the device
+ * struct (not its resources). */
 qatpy_engine *qatpy_engine_new(qatpy_device *dev, const qatpy_engine_config *cfg);
 void qatpy_engine_close(qatpy_engine *e);
 void qatpy_engine_release(qatpy_engine *e);

@@ -44,7 +44,8 @@ static void ring_append_locked(struct qatpy_device *dev, uint32_t entry)
     dev->ring_count++;
 }
 
-/* Push a list (linked by ->next) of n requests whose status is set. */
+/* Push a list (linked by ->next) of n requests whose status is set.  A
+ * request a C caller waits for (->waiter) goes to that caller instead. */
 void qps_ring_push_list(struct qatpy_device *dev, struct qps_req *list, uint32_t n)
 {
     uint32_t ok = 0;
@@ -53,34 +54,65 @@ void qps_ring_push_list(struct qatpy_device *dev, struct qps_req *list, uint32_t
             ok++;
         else
             r->result_len = 0;
-        atomic_store(&r->state, QPS_SLOT_DONE);
     }
     atomic_fetch_add(&dev->st.completed, n);
     atomic_fetch_add(&dev->st.completed_ok, ok);
     atomic_fetch_add(&dev->st.completed_error, n - ok);
 
+    struct qps_req *ring_list = NULL, **tail = &ring_list;
+    uint32_t nring = 0;
+    for (struct qps_req *r = list, *nx; r; r = nx) {
+        nx = r->next; /* read first: a waiter's slot is free once completed */
+        if (r->waiter) {
+            qps_waiter_complete(dev, r, false);
+            continue;
+        }
+        atomic_store(&r->state, QPS_SLOT_DONE);
+        r->next = NULL;
+        *tail = r;
+        tail = &r->next;
+        nring++;
+    }
+    if (nring == 0)
+        return;
     pthread_mutex_lock(&dev->ring_lock);
     bool was_empty = dev->ring_count == 0;
-    for (struct qps_req *r = list; r; r = r->next)
+    for (struct qps_req *r = ring_list; r; r = r->next)
         ring_append_locked(dev, r->index);
-    ring_publish_locked(dev, was_empty, n);
+    ring_publish_locked(dev, was_empty, nring);
     pthread_mutex_unlock(&dev->ring_lock);
 }
 
 /* TIMEOUT entries for zombies (linked by ->dl_next): the slot stays ONDEV;
  * the entry carries QPS_RING_TIMEOUT so drain reports TIMEOUT and only
  * drops the ring's hold.  A slot is still in the ring at most once: a
- * zombie's late answer never reaches the ring. */
+ * zombie's late answer never reaches the ring.  A waiter's zombie is
+ * reported to its waiter, which takes the ring's hold. */
 void qps_ring_push_timeouts(struct qatpy_device *dev, struct qps_req *list, uint32_t n)
 {
     atomic_fetch_add(&dev->st.completed, n);
     atomic_fetch_add(&dev->st.completed_error, n);
     atomic_fetch_add(&dev->st.timeouts, n);
+    uint32_t nring = 0;
+    struct qps_req *ring_list = NULL, **tail = &ring_list;
+    for (struct qps_req *r = list, *nx; r; r = nx) {
+        nx = r->dl_next;
+        if (r->waiter) {
+            qps_waiter_complete(dev, r, true);
+            continue;
+        }
+        r->dl_next = NULL;
+        *tail = r;
+        tail = &r->dl_next;
+        nring++;
+    }
+    if (nring == 0)
+        return;
     pthread_mutex_lock(&dev->ring_lock);
     bool was_empty = dev->ring_count == 0;
-    for (struct qps_req *r = list; r; r = r->dl_next)
+    for (struct qps_req *r = ring_list; r; r = r->dl_next)
         ring_append_locked(dev, r->index | QPS_RING_TIMEOUT);
-    ring_publish_locked(dev, was_empty, n);
+    ring_publish_locked(dev, was_empty, nring);
     pthread_mutex_unlock(&dev->ring_lock);
 }
 

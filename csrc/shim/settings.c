@@ -1,12 +1,11 @@
 /*
- * What can be changed or read while a device is open: poll mode and delay,
- * verify-after-sign, the per-request deadline, and the statistics.
+ * What can be changed or read while a device is open: poll mode and delay
+ * (device-wide: one set of poll threads serves every engine), and the
+ * statistics.  Verify-after-sign and deadlines are per engine (key.c).
  */
 #include <string.h>
 
 #include "shim_internal.h"
-
-#define MAX_DEADLINE_NS (3600ULL * 1000000000ULL)
 
 int qatpy_device_set_poll(qatpy_device *dev, int poll_mode, uint64_t poll_delay_ns)
 {
@@ -84,25 +83,4 @@ void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out)
         for (uint32_t i = 0; i < dev->ninst; i++)
             unhealthy += qatpy_instance_healthy(dev, i) == 0;
     out->unhealthy_instances = unhealthy;
-}
-
-int qatpy_device_set_verify(qatpy_device *dev, int enabled)
-{
-    if (!dev)
-        return QATPY_ERR_CONFIG;
-    if (qps_forked(dev))
-        return QATPY_ERR_STATE;
-    atomic_store(&dev->verify, enabled ? 1 : 0);
-    return QATPY_OK;
-}
-
-int qatpy_device_set_deadline(qatpy_device *dev, uint64_t deadline_ns)
-{
-    if (!dev || deadline_ns > MAX_DEADLINE_NS)
-        return QATPY_ERR_CONFIG;
-    if (qps_forked(dev))
-        return QATPY_ERR_STATE;
-    atomic_store(&dev->deadline_ns, deadline_ns);
-    qps_wake_all(dev);
-    return QATPY_OK;
 }

@@ -173,8 +173,8 @@ bool qps_rsa_verify_block(const struct qps_mont *m, const uint8_t *e, size_t e_l
 #define QPS_NUM_CURVES 3
 
 #define QPS_ECDSA_MAX_ATTEMPTS 16
-/* Poll delay limit, at open and in qatpy_device_set_poll. */
-#define QPS_MAX_POLL_DELAY_NS 1000000000ULL
+/* Poll delay limit, at open and in qatpy_device_set_poll (the public value). */
+#define QPS_MAX_POLL_DELAY_NS ((uint64_t)QATPY_MAX_POLL_DELAY_NS)
 #define QPS_RETRY_BACKOFF_NS 50000ULL
 
 enum qps_slot_state {
@@ -209,6 +209,10 @@ struct qps_req {
     struct qatpy_key *key;
     uint32_t in_len;          /* RSA: modulus bytes; ECDSA: curve bytes */
     uint32_t attempts;        /* ECDSA k draws */
+    bool verify;              /* check the result (the key's engine's setting at submit) */
+    /* A C caller blocked on this request (qatpy_sign_wait): its completion
+     * goes to the waiter, never to the ring.  NULL for ring requests. */
+    struct qps_waiter *waiter;
     bool redo;                /* ECDSA: completed with an invalid (r, s); needs a fresh k */
     int32_t status;
     int32_t cpa_status;
@@ -292,8 +296,14 @@ enum { QPS_KEY_RSA = 1, QPS_KEY_EC = 2 };
 
 struct qatpy_key {
     struct qatpy_device *dev;
-    _Atomic uint32_t refs;     /* Python's handle + one per request slot */
+    _Atomic uint32_t refs;     /* Python's handle + one per request slot (+ C holders) */
     int type;
+    /* The engine whose settings every request on this key takes (a
+     * reference, dropped with the key); copied here at creation (an
+     * engine's configuration never changes) so submit reads no pointer. */
+    struct qatpy_engine *eng;
+    bool verify;
+    uint64_t deadline_ns;
     const struct qps_curve *cv;
     uint32_t n_len;            /* RSA modulus bytes (minimal) */
     uint32_t half;             /* RSA: bytes of each CRT component */
@@ -325,8 +335,6 @@ struct qatpy_device {
     _Atomic int poll_mode;     /* effective */
     _Atomic uint64_t poll_delay_ns;
     uint32_t cap;              /* in-flight cap per instance */
-    _Atomic int verify;        /* verify-after-sign for RSA (default on) */
-    _Atomic uint64_t deadline_ns; /* per-request deadline for new submits, 0 = none */
 
     pthread_mutex_t state_lock; /* shutdown / free / set_poll / thread start */
     int stage;
@@ -454,6 +462,33 @@ void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int
 void qps_ring_push_list(struct qatpy_device *dev, struct qps_req *list, uint32_t n);
 /* TIMEOUT entries for n zombies (linked by ->dl_next). */
 void qps_ring_push_timeouts(struct qatpy_device *dev, struct qps_req *list, uint32_t n);
+
+/* submit.c: the device input of an operation (RSA: the modulus-length
+ * block, em holds QATPY_MAX_RESULT; ECDSA: the truncated digest, m holds
+ * QPS_MAX_CURVE_LEN), QATPY_SUBMIT_OK or the refusal; and the submit of a
+ * prepared input (waiter NULL: the completion goes to the ring). */
+int qps_rsa_block(struct qatpy_device *dev, struct qatpy_key *key, int encoding, int hash_id,
+                  const uint8_t *input, size_t input_len, uint8_t *em);
+int qps_ec_block(struct qatpy_device *dev, struct qatpy_key *key, const uint8_t *digest,
+                 size_t digest_len, uint8_t *m);
+int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const uint8_t *input,
+               uint32_t in_len, uint64_t tag, struct qps_waiter *waiter);
+
+/* wait.c: a C caller blocked on one request (the ssl provider). */
+struct qps_waiter;
+/* Settle a waiter's request (instead of pushing it to the ring): result to
+ * the waiter, key reference and slot given back, the waiter woken.  A
+ * zombie's TIMEOUT (zombie = true) hands over only the ring's hold. */
+void qps_waiter_complete(struct qatpy_device *dev, struct qps_req *req, bool zombie);
+/* Sign one operation on `key`'s device and block this thread until it
+ * completes; no ring entry, no Python.  op is QPS_OP_RSA (encoding and
+ * hash_id as qatpy_submit_rsa) or QPS_OP_ECDSA (input = the digest).
+ * Returns a QATPY_ST_* (the result in out, *out_len bytes, cpa status in
+ * *cpa_status) or a negative QATPY_SUBMIT_* when nothing was queued
+ * (FULL: no free request slot; CLOSED; BADARG; BADKEY). */
+int qps_sign_wait(struct qatpy_key *key, int op, int encoding, int hash_id, const uint8_t *input,
+                  size_t input_len, uint8_t *out, size_t out_cap, size_t *out_len,
+                  int32_t *cpa_status);
 
 /* key.c */
 void qps_key_ref(struct qatpy_key *key);

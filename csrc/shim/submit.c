@@ -44,8 +44,8 @@ static bool gate_enter(struct qatpy_device *dev)
 
 static void gate_exit(struct qatpy_device *dev) { atomic_fetch_sub(&dev->submit_active, 1); }
 
-static int submit_common(struct qatpy_device *dev, struct qatpy_key *key, int op,
-                         const uint8_t *input, uint32_t in_len, uint64_t tag)
+int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const uint8_t *input,
+               uint32_t in_len, uint64_t tag, struct qps_waiter *waiter)
 {
     if (!gate_enter(dev))
         return QATPY_SUBMIT_CLOSED;
@@ -66,8 +66,9 @@ static int submit_common(struct qatpy_device *dev, struct qatpy_key *key, int op
     req->inst_index = 0;
     req->next = NULL;
     req->late = false;
-    uint64_t dl = atomic_load_explicit(&dev->deadline_ns, memory_order_relaxed);
-    req->deadline = dl ? qps_now_ns() + dl : 0;
+    req->verify = key->verify;
+    req->waiter = waiter;
+    req->deadline = key->deadline_ns ? qps_now_ns() + key->deadline_ns : 0;
     atomic_store_explicit(&req->claim, QPS_CLAIM_OPEN, memory_order_relaxed);
     memcpy(req->input, input, in_len);
     atomic_fetch_add(&dev->st.submitted, 1);
@@ -79,10 +80,9 @@ static int submit_common(struct qatpy_device *dev, struct qatpy_key *key, int op
     return QATPY_SUBMIT_OK;
 }
 
-int qatpy_submit_rsa(qatpy_device *dev, qatpy_key *key, int encoding, int hash_id,
-                     const uint8_t *input, size_t input_len, uint64_t tag)
+int qps_rsa_block(struct qatpy_device *dev, struct qatpy_key *key, int encoding, int hash_id,
+                  const uint8_t *input, size_t input_len, uint8_t *em)
 {
-    uint8_t em[QATPY_MAX_RESULT];
     if (!dev || !input)
         return QATPY_SUBMIT_BADARG;
     if (qps_forked(dev))
@@ -105,13 +105,12 @@ int qatpy_submit_rsa(qatpy_device *dev, qatpy_key *key, int encoding, int hash_i
     /* Rep2 gives the device no n to check against (facts 5.5): we must. */
     if (!qps_be_less(em, key->n, n_len))
         return QATPY_SUBMIT_BADARG;
-    return submit_common(dev, key, QPS_OP_RSA, em, n_len, tag);
+    return QATPY_SUBMIT_OK;
 }
 
-int qatpy_submit_ecdsa(qatpy_device *dev, qatpy_key *key, const uint8_t *digest,
-                       size_t digest_len, uint64_t tag)
+int qps_ec_block(struct qatpy_device *dev, struct qatpy_key *key, const uint8_t *digest,
+                 size_t digest_len, uint8_t *m)
 {
-    uint8_t m[QPS_MAX_CURVE_LEN];
     if (!dev || (!digest && digest_len))
         return QATPY_SUBMIT_BADARG;
     if (qps_forked(dev))
@@ -120,7 +119,27 @@ int qatpy_submit_ecdsa(qatpy_device *dev, qatpy_key *key, const uint8_t *digest,
         return QATPY_SUBMIT_BADKEY;
     const struct qps_curve *cv = key->cv;
     qps_truncate_digest(digest, digest_len, cv->bits, m, cv->len);
-    return submit_common(dev, key, QPS_OP_ECDSA, m, cv->len, tag);
+    return QATPY_SUBMIT_OK;
+}
+
+int qatpy_submit_rsa(qatpy_device *dev, qatpy_key *key, int encoding, int hash_id,
+                     const uint8_t *input, size_t input_len, uint64_t tag)
+{
+    uint8_t em[QATPY_MAX_RESULT];
+    int rc = qps_rsa_block(dev, key, encoding, hash_id, input, input_len, em);
+    if (rc != QATPY_SUBMIT_OK)
+        return rc;
+    return qps_submit(dev, key, QPS_OP_RSA, em, key->n_len, tag, NULL);
+}
+
+int qatpy_submit_ecdsa(qatpy_device *dev, qatpy_key *key, const uint8_t *digest,
+                       size_t digest_len, uint64_t tag)
+{
+    uint8_t m[QPS_MAX_CURVE_LEN];
+    int rc = qps_ec_block(dev, key, digest, digest_len, m);
+    if (rc != QATPY_SUBMIT_OK)
+        return rc;
+    return qps_submit(dev, key, QPS_OP_ECDSA, m, key->cv->len, tag, NULL);
 }
 
 /* ---- batch forms -------------------------------------------------------- */

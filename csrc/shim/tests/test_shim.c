@@ -71,6 +71,47 @@ static void bn_bytes(const BIGNUM *b, uint8_t *out, int *len)
     BN_bn2bin(b, out);
 }
 
+/* Settings of the engine objects that keys made from now on belong to
+ * (verify, deadline: per engine, carried by every request on its keys). */
+static int g_verify = 1;
+static uint64_t g_deadline_ns;
+
+static void settings(int verify, uint64_t deadline_ns)
+{
+    g_verify = verify;
+    g_deadline_ns = deadline_ns;
+}
+
+/* A fresh engine object with the current settings; the key made on it
+ * holds the only reference the test keeps. */
+static qatpy_engine *new_engine(qatpy_device *dev)
+{
+    qatpy_engine_config cfg = {QATPY_FALLBACK_NEVER, g_verify, g_deadline_ns};
+    qatpy_engine *e = qatpy_engine_new(dev, &cfg);
+    REQUIRE(e, "engine_new");
+    return e;
+}
+
+static qatpy_key *rsa_dev_key(qatpy_device *dev, RSA *rsa, int *n_len)
+{
+    const BIGNUM *n, *ee, *p, *q, *dp, *dq, *qi;
+    RSA_get0_key(rsa, &n, &ee, NULL);
+    RSA_get0_factors(rsa, &p, &q);
+    RSA_get0_crt_params(rsa, &dp, &dq, &qi);
+    uint8_t b[7][1024];
+    int l[7];
+    const BIGNUM *all[7] = {n, ee, p, q, dp, dq, qi};
+    for (int i = 0; i < 7; i++)
+        bn_bytes(all[i], b[i], &l[i]);
+    *n_len = l[0];
+    qatpy_engine *eng = new_engine(dev);
+    qatpy_key *key = qatpy_rsa_key_new(dev, eng, b[0], l[0], b[1], l[1], b[2], l[2], b[3], l[3],
+                                       b[4], l[4], b[5], l[5], b[6], l[6], err, sizeof err);
+    qatpy_engine_release(eng);
+    REQUIRE(key, "rsa_key_new: %s", err);
+    return key;
+}
+
 static struct rsa_test_key rsa_key(qatpy_device *dev, int bits)
 {
     struct rsa_test_key t;
@@ -79,20 +120,15 @@ static struct rsa_test_key rsa_key(qatpy_device *dev, int bits)
     BN_set_word(e, 65537);
     REQUIRE(RSA_generate_key_ex(t.rsa, bits, e, NULL) == 1, "RSA keygen");
     BN_free(e);
-    const BIGNUM *n, *ee, *p, *q, *dp, *dq, *qi;
-    RSA_get0_key(t.rsa, &n, &ee, NULL);
-    RSA_get0_factors(t.rsa, &p, &q);
-    RSA_get0_crt_params(t.rsa, &dp, &dq, &qi);
-    uint8_t b[7][1024];
-    int l[7];
-    const BIGNUM *all[7] = {n, ee, p, q, dp, dq, qi};
-    for (int i = 0; i < 7; i++)
-        bn_bytes(all[i], b[i], &l[i]);
-    t.n_len = l[0];
-    t.key = qatpy_rsa_key_new(dev, b[0], l[0], b[1], l[1], b[2], l[2], b[3], l[3], b[4], l[4],
-                              b[5], l[5], b[6], l[6], err, sizeof err);
-    REQUIRE(t.key, "rsa_key_new: %s", err);
+    t.key = rsa_dev_key(dev, t.rsa, &t.n_len);
     return t;
+}
+
+/* The same key again on an engine with the current settings. */
+static void rekey_rsa(qatpy_device *dev, struct rsa_test_key *t)
+{
+    qatpy_key_release(t->key);
+    t->key = rsa_dev_key(dev, t->rsa, &t->n_len);
 }
 
 struct ec_test_key {
@@ -101,6 +137,18 @@ struct ec_test_key {
     int curve;
 };
 
+static qatpy_key *ec_dev_key(qatpy_device *dev, EC_KEY *ec, int curve)
+{
+    const BIGNUM *d = EC_KEY_get0_private_key(ec);
+    uint8_t db[66];
+    int dl = BN_bn2bin(d, db);
+    qatpy_engine *eng = new_engine(dev);
+    qatpy_key *key = qatpy_ec_key_new(dev, eng, curve, db, (size_t)dl, err, sizeof err);
+    qatpy_engine_release(eng);
+    REQUIRE(key, "ec_key_new: %s", err);
+    return key;
+}
+
 static struct ec_test_key ec_key(qatpy_device *dev, int curve)
 {
     static const int nids[] = {0, NID_X9_62_prime256v1, NID_secp384r1, NID_secp521r1};
@@ -108,12 +156,14 @@ static struct ec_test_key ec_key(qatpy_device *dev, int curve)
     t.curve = curve;
     t.ec = EC_KEY_new_by_curve_name(nids[curve]);
     REQUIRE(t.ec && EC_KEY_generate_key(t.ec) == 1, "EC keygen");
-    const BIGNUM *d = EC_KEY_get0_private_key(t.ec);
-    uint8_t db[66];
-    int dl = BN_bn2bin(d, db);
-    t.key = qatpy_ec_key_new(dev, curve, db, (size_t)dl, err, sizeof err);
-    REQUIRE(t.key, "ec_key_new: %s", err);
+    t.key = ec_dev_key(dev, t.ec, curve);
     return t;
+}
+
+static void rekey_ec(qatpy_device *dev, struct ec_test_key *t)
+{
+    qatpy_key_release(t->key);
+    t->key = ec_dev_key(dev, t->ec, t->curve);
 }
 
 /* ---- completion bookkeeping ------------------------------------------ */
@@ -226,6 +276,7 @@ static qatpy_device *open_dev(int mode, uint64_t delay, uint32_t inflight, uint3
 {
     qatpy_config cfg = {NULL, mode, delay, 0, inflight, max_req};
     qatpy_device *dev = NULL;
+    settings(1, 0);
     int rc = qatpy_device_open(&cfg, &dev, err, sizeof err);
     REQUIRE(rc == QATPY_OK && dev, "device_open rc=%d: %s", rc, err);
     return dev;
@@ -629,7 +680,8 @@ static void test_verify_after_sign(void)
            ok);
 
     /* switched off, the flipped result is delivered as the device gave it */
-    CHECK(qatpy_device_set_verify(dev, 0) == QATPY_OK, "set_verify 0");
+    settings(0, 0);
+    rekey_rsa(dev, &rk);
     knob("fault.rsa_bitflip.next", 1);
     struct tally t2;
     tally_init(&t2, 1, true);
@@ -640,7 +692,6 @@ static void test_verify_after_sign(void)
     CHECK(t2.got == 1 && t2.status[0] == QATPY_ST_OK &&
               RSA_verify(NID_sha256, dg, 32, t2.result[0], t2.len[0], rk.rsa) != 1,
           "verify off: the bad result passes through");
-    CHECK(qatpy_device_set_verify(dev, 1) == QATPY_OK, "set_verify 1");
     CHECK(stats(dev).verify_failures == FLIPS, "no check while off");
     qatpy_key_release(rk.key);
     close_dev(dev);
@@ -673,7 +724,7 @@ static void test_deadline_lost(void)
     qatpy_sim_knob_reset();
     knob("instances", 2);
     qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
-    CHECK(qatpy_device_set_deadline(dev, 20000000) == QATPY_OK, "set_deadline");
+    settings(1, 20000000);
     CHECK(qatpy_instance_healthy(dev, 0) == 1 && qatpy_instance_healthy(dev, 2) == -1, "healthy");
     struct rsa_test_key rk = rsa_key(dev, 2048);
     uint8_t dg[32];
@@ -700,7 +751,8 @@ static void test_deadline_lost(void)
           s.unhealthy_instances);
     /* routed around: everything goes to the other instance and verifies
      * (a generous deadline now: the sim computes RSA on two CPU workers) */
-    CHECK(qatpy_device_set_deadline(dev, 5000000000ULL) == QATPY_OK, "set_deadline");
+    settings(1, 5000000000ULL);
+    rekey_rsa(dev, &rk);
     for (size_t i = 1; i < N; i++)
         CHECK(qatpy_submit_rsa(dev, rk.key, QATPY_RSA_PKCS1, QATPY_HASH_SHA256, dg, 32, i) ==
                   QATPY_SUBMIT_OK,
@@ -743,7 +795,7 @@ static void test_deadline_single(int mode)
     qatpy_sim_knob_reset();
     qatpy_device *dev = open_dev(mode, 20000, 0, 0);
     bool manual = mode == QATPY_POLL_MANUAL;
-    CHECK(qatpy_device_set_deadline(dev, 10000000) == QATPY_OK, "set_deadline");
+    settings(1, 10000000);
     struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
     uint8_t dg[32] = {8};
     enum { LOST = 3, N = 23 };
@@ -758,7 +810,8 @@ static void test_deadline_single(int mode)
     CHECK(qatpy_instance_healthy(dev, 0) == 0 && stats(dev).unhealthy_instances == 1,
           "marked unhealthy");
     /* generous from here on: valgrind runs the sim's arithmetic ~30x slower */
-    CHECK(qatpy_device_set_deadline(dev, 5000000000ULL) == QATPY_OK, "set_deadline");
+    settings(1, 5000000000ULL);
+    rekey_ec(dev, &ek);
     for (size_t i = LOST; i < N; i++)
         CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
     collect(dev, &t, N, 5, manual);
@@ -791,7 +844,7 @@ static void test_deadline_late(void)
     knob("instances", 2);
     knob("latency_ns", 60000000);
     qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 4, 256);
-    CHECK(qatpy_device_set_deadline(dev, 15000000) == QATPY_OK, "set_deadline");
+    settings(1, 15000000);
     struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P384);
     struct rsa_test_key rk = rsa_key(dev, 2048);
     uint8_t dg[48] = {6};
@@ -824,7 +877,8 @@ static void test_deadline_late(void)
     CHECK(s.unhealthy_instances == 0, "answering brought them back: %u", s.unhealthy_instances);
     /* a fast device again: everything succeeds on the recycled slots */
     knob("latency_ns", 0);
-    CHECK(qatpy_device_set_deadline(dev, 0) == QATPY_OK, "no deadline");
+    settings(1, 0);
+    rekey_ec(dev, &ek);
     struct tally t2;
     tally_init(&t2, N, true);
     for (size_t i = 0; i < N; i++)
@@ -1134,6 +1188,170 @@ static void test_fork(void)
     EC_KEY_free(ek.ec);
 }
 
+/* Settings belong to engines: two engines' keys on one device, used in
+ * turn, each get their own verify and deadline (neither inherits the
+ * other's, whichever was made last). */
+static void test_settings_per_engine(void)
+{
+    qatpy_sim_knob_reset();
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
+    settings(1, 0);
+    struct rsa_test_key checked = rsa_key(dev, 2048);
+    settings(0, 0);
+    struct rsa_test_key unchecked = {checked.rsa, rsa_dev_key(dev, checked.rsa, &checked.n_len),
+                                     checked.n_len};
+    uint8_t dg[32];
+    SHA256((const uint8_t *)"per engine", 10, dg);
+    enum { N = 20 };
+    struct tally t;
+    tally_init(&t, N, true);
+    knob("fault.rsa_bitflip.next", N);
+    for (size_t i = 0; i < N; i++)
+        CHECK(qatpy_submit_rsa(dev, i % 2 ? unchecked.key : checked.key, QATPY_RSA_PKCS1,
+                               QATPY_HASH_SHA256, dg, 32, i) == QATPY_SUBMIT_OK,
+              "submit");
+    collect(dev, &t, N, 5, false);
+    size_t vf = 0, passed_bad = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (i % 2 == 0)
+            vf += t.status[i] == QATPY_ST_VERIFY_FAIL && t.len[i] == 0;
+        else
+            passed_bad += t.status[i] == QATPY_ST_OK &&
+                          RSA_verify(NID_sha256, dg, 32, t.result[i], t.len[i], checked.rsa) != 1;
+    }
+    CHECK(t.got == N && vf == N / 2 && passed_bad == N / 2,
+          "verify-on engine: %zu of %d caught; verify-off engine: %zu of %d passed as given", vf,
+          N / 2, passed_bad, N / 2);
+    /* deadlines: a slow answer times out for the 10 ms engine only */
+    knob("latency_ns", 60000000);
+    settings(1, 10000000);
+    struct ec_test_key hasty = ec_key(dev, QATPY_CURVE_P256);
+    settings(1, 0);
+    struct ec_test_key patient = {hasty.ec, ec_dev_key(dev, hasty.ec, hasty.curve), hasty.curve};
+    struct tally t2;
+    tally_init(&t2, 2, true);
+    CHECK(qatpy_submit_ecdsa(dev, hasty.key, dg, 32, 0) == QATPY_SUBMIT_OK, "submit");
+    CHECK(qatpy_submit_ecdsa(dev, patient.key, dg, 32, 1) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t2, 2, 5, false);
+    CHECK(t2.got == 2 && t2.status[0] == QATPY_ST_TIMEOUT && t2.status[1] == QATPY_ST_OK &&
+              ECDSA_verify(0, dg, 32, t2.result[1], (int)t2.len[1], hasty.ec) == 1,
+          "10 ms engine: status %d; no-deadline engine: status %d", t2.status[0], t2.status[1]);
+    printf("  verify: %zu/%d caught on one engine, %zu/%d passed on the other; deadline: one "
+           "TIMEOUT, one answer\n",
+           vf, N / 2, passed_bad, N / 2);
+    knob("latency_ns", 0);
+    qatpy_key_release(checked.key);
+    qatpy_key_release(unchecked.key);
+    qatpy_key_release(hasty.key);
+    qatpy_key_release(patient.key);
+    close_dev(dev);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs %lld", sim("mem.live_allocs"));
+    tally_free(&t);
+    tally_free(&t2);
+    RSA_free(checked.rsa);
+    EC_KEY_free(hasty.ec);
+}
+
+/* ---- blocking signs for C callers (qps_sign_wait) --------------------- */
+
+struct waiter_job {
+    struct qatpy_key *key;
+    RSA *rsa;
+    EC_KEY *ec;
+    int n;
+    int ok;
+};
+
+static void *waiter_thread(void *arg)
+{
+    struct waiter_job *j = arg;
+    for (int i = 0; i < j->n; i++) {
+        uint8_t dg[32], sig[QATPY_MAX_RESULT];
+        SHA256((const uint8_t *)&i, sizeof i, dg);
+        size_t len = 0;
+        int32_t cpa = 0;
+        int rc = j->rsa ? qps_sign_wait(j->key, QPS_OP_RSA, QATPY_RSA_PKCS1, QATPY_HASH_SHA256, dg,
+                                        32, sig, sizeof sig, &len, &cpa)
+                        : qps_sign_wait(j->key, QPS_OP_ECDSA, 0, 0, dg, 32, sig, sizeof sig, &len,
+                                        &cpa);
+        if (rc != QATPY_ST_OK)
+            continue;
+        j->ok += j->rsa ? RSA_verify(NID_sha256, dg, 32, sig, (unsigned)len, j->rsa) == 1
+                        : ECDSA_verify(0, dg, 32, sig, (int)len, j->ec) == 1;
+    }
+    return NULL;
+}
+
+/* A C caller signs and blocks for its own answer: results verify, nothing
+ * goes through the ring, deadlines and shutdown end the wait, and every
+ * slot comes back. */
+static void test_sign_wait(void)
+{
+    qatpy_sim_knob_reset();
+    knob("instances", 2);
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
+    struct rsa_test_key rk = rsa_key(dev, 2048);
+    struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P384);
+    enum { THREADS = 4, EACH = 40 };
+    pthread_t th[THREADS];
+    struct waiter_job jobs[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (struct waiter_job){i % 2 ? ek.key : rk.key, i % 2 ? NULL : rk.rsa,
+                                      i % 2 ? ek.ec : NULL, EACH, 0};
+        pthread_create(&th[i], NULL, waiter_thread, &jobs[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ok += jobs[i].ok;
+    }
+    qatpy_stats_t s = stats(dev);
+    CHECK(ok == THREADS * EACH && s.completed_ok == THREADS * EACH &&
+              qatpy_completion_seq(dev) == 0,
+          "%d of %d verified; completed_ok %llu; ring entries %llu", ok, THREADS * EACH,
+          (unsigned long long)s.completed_ok, (unsigned long long)qatpy_completion_seq(dev));
+    /* raw PSS-style block and a too-large one */
+    uint8_t em[256] = {0}, sig[QATPY_MAX_RESULT];
+    size_t len = 0;
+    int32_t cpa = 0;
+    em[255] = 7;
+    CHECK(qps_sign_wait(rk.key, QPS_OP_RSA, QATPY_RSA_RAW, 0, em, 256, sig, sizeof sig, &len,
+                        &cpa) == QATPY_ST_OK && len == 256,
+          "raw block");
+    memset(em, 0xff, sizeof em);
+    CHECK(qps_sign_wait(rk.key, QPS_OP_RSA, QATPY_RSA_RAW, 0, em, 256, sig, sizeof sig, &len,
+                        &cpa) == QATPY_SUBMIT_BADARG,
+          "a block not below n is refused before the device");
+    /* a lost answer with a deadline: the waiter gets TIMEOUT, the zombie
+     * keeps its slot until the device gives it back */
+    settings(1, 20000000);
+    rekey_ec(dev, &ek);
+    knob("fault.lost.next", 1);
+    uint8_t dg[32] = {1};
+    CHECK(qps_sign_wait(ek.key, QPS_OP_ECDSA, 0, 0, dg, 32, sig, sizeof sig, &len, &cpa) ==
+              QATPY_ST_TIMEOUT,
+          "lost answer -> TIMEOUT for the waiter");
+    CHECK(stats(dev).timeouts == 1 && stats(dev).inflight_now == 1, "one zombie on the device");
+    /* shutdown ends a wait: a slow answer, shut down while waiting */
+    knob("latency_ns", 300000000);
+    struct waiter_job late = {rk.key, rk.rsa, NULL, 1, 0};
+    pthread_t lt;
+    pthread_create(&lt, NULL, waiter_thread, &late);
+    usleep(50000);
+    qatpy_device_shutdown(dev, 0);
+    pthread_join(lt, NULL);
+    CHECK(late.ok == 0, "the waiter came back without a signature when the device shut down");
+    qatpy_key_release(rk.key);
+    qatpy_key_release(ek.key);
+    qatpy_device_free(dev);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs %lld", sim("mem.live_allocs"));
+    printf("  %d signatures by %d blocked C callers verified, none through the ring; TIMEOUT and "
+           "shutdown end a wait\n",
+           ok, THREADS);
+    RSA_free(rk.rsa);
+    EC_KEY_free(ek.ec);
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : getenv("QATPY_SIM_DIR");
@@ -1157,6 +1375,8 @@ int main(int argc, char **argv)
         {"faults", test_faults},
         {"verify after sign", test_verify_after_sign},
         {"deadlines", test_deadlines},
+        {"settings per engine", test_settings_per_engine},
+        {"blocking signs for C callers", test_sign_wait},
         {"threads", test_threads},
         {"eventfd", test_eventfd},
         {"key after free", test_key_after_free},
