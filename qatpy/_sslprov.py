@@ -113,6 +113,17 @@ def make_pkey(engine: Any, key: object) -> Any:
         raise Unsupported(f"{type(key).__name__} keys (qatpy signs with RSA and ECDSA keys)")
     if pkey is None:
         raise SslProviderError(f"the provider refused the key: {err}", "load")
+    device = engine._device_backend()
+    if device is not None:
+        # Its signatures go to the device: a device copy made for this
+        # engine, which the provider key keeps (and releases) itself.
+        handle = device.device_key(key)
+        if handle is not None:
+            try:
+                if not pkey.attach_device(handle):  # pragma: no cover - a mismatch is a bug
+                    raise SslProviderError("the provider refused the device copy of the key", "load")
+            finally:
+                handle.release()
     return pkey
 
 

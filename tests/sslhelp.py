@@ -206,12 +206,24 @@ def python_client(port: int, ca: Path, version: ssl.TLSVersion | None = None, **
 
 
 def ssl_counts(engine: Any) -> dict[str, int]:
-    """The engine's provider counters, flattened (fallbacks as fallback_<reason>)."""
-    s = dict(engine.stats()["ssl"])
+    """The engine's provider counters, flattened (fallbacks as fallback_<reason>); on a device
+    engine also the device's successful completions (`device_completed`)."""
+    st = engine.stats()
+    s = dict(st["ssl"])
     for reason, n in s.pop("fallbacks").items():
         s[f"fallback_{reason}"] = n
     s.pop("closed")
+    if st.get("device"):
+        s["device_completed"] = st["device"]["completed_ok"]
     return s
+
+
+def signed(engine: Any, n: int) -> dict[str, int]:
+    """The counter increments of `n` handshake signatures made by qatpy on `engine`: in software
+    on a software engine; on a device engine by the device, each one a device completion."""
+    if engine.backend == "software":
+        return {"signs": n, "software": n}
+    return {"signs": n, "device": n, "device_completed": n}
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:

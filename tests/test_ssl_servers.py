@@ -35,6 +35,7 @@ from sslhelp import (
     pem_key,
     python_client,
     s_client,
+    signed,
     ssl_counts,
 )
 
@@ -59,9 +60,11 @@ def pki(tmp_path_factory, rsa_keys, ec_keys) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture(scope="module")
-def engine():
-    with qatpy.Engine("software") as eng:
+@pytest.fixture(scope="module", params=["software", "sim"])
+def engine(request):
+    """The engine the servers' keys are loaded on: software, and the simulated device (where every handshake signature must be a device completion)."""
+    with qatpy.Engine(request.param) as eng:
+        assert eng.backend == request.param
         yield eng
 
 
@@ -79,8 +82,8 @@ def servers(pki, engine):
         srv.stop()
 
 
-def expect_one_software_signature(engine: Any, before: dict[str, int]) -> None:
-    assert delta(ssl_counts(engine), before) == {"signs": 1, "software": 1}
+def expect_signatures(engine: Any, before: dict[str, int], n: int = 1) -> None:
+    assert delta(ssl_counts(engine), before) == signed(engine, n)
 
 
 CASES = [
@@ -110,7 +113,7 @@ def test_s_client_handshake(servers, pki, engine, kind, args, sigtype, digest, p
     assert r.returncode == 0 and r.verified, r.output
     assert (r.sigtype, r.digest) == (sigtype, digest), r.output
     assert proto in r.output
-    expect_one_software_signature(engine, before)
+    expect_signatures(engine, before)
 
 
 @pytest.mark.parametrize("kind", ["rsa2048", "p384"])
@@ -119,7 +122,7 @@ def test_python_client_handshake(servers, pki, engine, kind, version):
     """Python's ssl client verifies the server (chain and signature) and gets its page; one signature by qatpy."""
     before = ssl_counts(engine)
     assert python_client(servers[kind].port, pki["ca"].path, version) == version.name.replace("v1_", "v1.")
-    expect_one_software_signature(engine, before)
+    expect_signatures(engine, before)
 
 
 @pytest.mark.skipif(CURL is None, reason="REPORT: curl is not installed; the curl client case did not run")
@@ -145,7 +148,7 @@ def test_curl_handshake(servers, pki, engine, kind):
         env=client_env(),
     )
     assert p.returncode == 0 and p.stdout.endswith("200"), p.stderr
-    expect_one_software_signature(engine, before)
+    expect_signatures(engine, before)
 
 
 def test_without_qatpy_counters_stay_zero(pki, engine):
@@ -160,11 +163,12 @@ def test_without_qatpy_counters_stay_zero(pki, engine):
         assert delta(ssl_counts(engine), before) == {}
 
 
-def test_asyncio_server(pki):
+@pytest.mark.parametrize("backend", ["software", "sim"])
+def test_asyncio_server(pki, backend):
     """asyncio.start_server(ssl=ctx) with the key in qatpy: three Python clients verify; three signatures by qatpy."""
 
-    async def main() -> tuple[dict[str, int], dict[str, int]]:
-        with qatpy.Engine("software") as eng:
+    async def main() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        with qatpy.Engine(backend) as eng:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             qatpy.ssl.load_cert_chain(ctx, *pki["p256"], engine=eng)
 
@@ -186,20 +190,22 @@ def test_asyncio_server(pki):
                     writer.write(b"hi\n")
                     assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"hello\n"
                     writer.close()
-            return before, ssl_counts(eng)
+            return before, ssl_counts(eng), signed(eng, 3)
 
-    before, after = asyncio.run(main())
-    assert delta(after, before) == {"signs": 3, "software": 3}
+    before, after, want = asyncio.run(main())
+    assert delta(after, before) == want
 
 
-def test_mutual_tls_client_signature_by_qatpy(pki):
+@pytest.mark.parametrize("backend", ["software", "sim"])
+def test_mutual_tls_client_signature_by_qatpy(pki, backend):
     """A client context with its certificate loaded through qatpy signs CertificateVerify in the provider; the server requires and verifies it."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(*pki["rsa2048"])
     server_ctx.verify_mode = ssl.CERT_REQUIRED
     server_ctx.load_verify_locations(pki["ca"].path)
     with TLSServer(server_ctx) as srv:
-        with qatpy.Engine("software") as client_engine:
+        with qatpy.Engine(backend) as client_engine:
+            before = ssl_counts(client_engine)  # the device's completions are counted for the whole device
             cctx = ssl.create_default_context(cafile=str(pki["ca"].path))
             qatpy.ssl.load_cert_chain(cctx, *pki["client"], engine=client_engine)
             for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
@@ -208,7 +214,7 @@ def test_mutual_tls_client_signature_by_qatpy(pki):
                     with cctx.wrap_socket(raw, server_hostname="localhost") as tls:
                         tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
                         assert tls.recv(64).startswith(b"HTTP/1.0 200")
-            assert delta(ssl_counts(client_engine), {}) == {"signs": 2, "software": 2}
+            assert delta(ssl_counts(client_engine), before) == signed(client_engine, 2)
         assert srv.handshakes == 2 and srv.failures == 0
 
 
@@ -233,7 +239,7 @@ def test_calling_order(pki, engine, order):
         for args in (["-tls1_3"], ["-tls1_2"]):
             r = s_client(srv.port, pki["ca"].path, *args)
             assert r.returncode == 0 and r.verified and r.sigtype == "ECDSA", r.output
-        assert delta(ssl_counts(engine), before) == {"signs": 2, "software": 2}
+        assert delta(ssl_counts(engine), before) == signed(engine, 2)
 
 
 def test_second_context_on_the_same_key(pki, engine, servers):
@@ -244,7 +250,7 @@ def test_second_context_on_the_same_key(pki, engine, servers):
         before = ssl_counts(engine)
         python_client(srv.port, pki["ca"].path)
         python_client(servers["rsa2048"].port, pki["ca"].path)
-        assert delta(ssl_counts(engine), before) == {"signs": 2, "software": 2}
+        assert delta(ssl_counts(engine), before) == signed(engine, 2)
 
 
 @pytest.mark.parametrize("policy,ok", [("on_error", True), ("never", False)])
@@ -329,7 +335,7 @@ def test_transparent_context_signs_in_qatpy(installed, pki):
         before = ssl_counts(installed)
         r = s_client(srv.port, pki["ca"].path, "-tls1_2", "-sigalgs", "RSA+SHA384")
         assert r.returncode == 0 and r.verified and (r.sigtype, r.digest) == ("RSA", "SHA384"), r.output
-        assert delta(ssl_counts(installed), before) == {"signs": 1, "software": 1}
+        assert delta(ssl_counts(installed), before) == signed(installed, 1)
 
 
 def test_transparent_key_in_cert_file_and_password(installed, pki, rsa_keys, tmp_path):
@@ -345,7 +351,7 @@ def test_transparent_key_in_cert_file_and_password(installed, pki, rsa_keys, tmp
         with TLSServer(ctx) as srv:
             before = ssl_counts(installed)
             python_client(srv.port, pki["ca"].path)
-            assert delta(ssl_counts(installed), before) == {"signs": 1, "software": 1}
+            assert delta(ssl_counts(installed), before) == signed(installed, 1)
 
 
 def _outcome(fn: Any, *args: Any) -> tuple[type[BaseException] | None, Any]:
@@ -403,35 +409,65 @@ def test_key_reference_path_for_other_loaders(pki, engine):
         before = ssl_counts(engine)
         r = s_client(srv.port, pki["ca"].path, "-tls1_3", "-sigalgs", "ecdsa_secp521r1_sha512")
         assert r.returncode == 0 and r.verified and r.sigtype == "ECDSA", r.output
-        assert delta(ssl_counts(engine), before) == {"signs": 1, "software": 1}
+        assert delta(ssl_counts(engine), before) == signed(engine, 1)
     with pytest.raises((ssl.SSLError, FileNotFoundError)):
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, ref.path)
 
 
-def test_engine_stats_merge_ssl_fallbacks_on_device_engine(pki):
-    """On a device engine (sim), phase 1's provider signatures are software fallbacks 'no_device_key', in stats()['ssl'] and stats()['fallbacks']."""
-    with qatpy.Engine("sim") as eng:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        qatpy.ssl.load_cert_chain(ctx, *pki["rsa2048"], engine=eng)
-        with TLSServer(ctx) as srv:
-            python_client(srv.port, pki["ca"].path)
-        st = eng.stats()
-        assert delta(ssl_counts(eng), {}) == {"signs": 1, "fallback_no_device_key": 1}
-        assert st["fallbacks"].get("no_device_key") == 1
+SIM_FAULTS = [
+    # fault plan, the key kind it hits, the fallback reason it is counted under
+    ({"cb_fail": 2}, "p256", "device_error"),
+    ({"lost": 2}, "p384", "deadline"),
+    ({"rsa_bitflip": 2}, "rsa2048", "verify_failed"),
+]
 
 
-def test_rsa_1024_and_other_sizes_sign_too(tmp_path, pki):
-    """An RSA-1024 key (not a device size) is held and signs in software like any other."""
+@pytest.mark.parametrize("faults,kind,reason", SIM_FAULTS, ids=[f[2] for f in SIM_FAULTS])
+def test_device_faults_never_break_a_handshake(pki, qatpy_sim, faults, kind, reason):
+    """A failed answer, a lost one (short deadline) or a corrupted RSA result: every handshake completes and verifies, the bad ones re-signed in software and counted by reason."""
+    eng = qatpy_sim(faults=faults, deadline=0.2, fallback="on_error")
+    before = ssl_counts(eng)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    qatpy.ssl.load_cert_chain(ctx, *pki[kind], engine=eng)
+    with TLSServer(ctx) as srv:
+        for _ in range(4):
+            r = s_client(srv.port, pki["ca"].path, "-tls1_3")
+            assert r.returncode == 0 and r.verified, r.output
+    got = delta(ssl_counts(eng), before)
+    assert got == {"signs": 4, "device": 2, "device_completed": 2, f"fallback_{reason}": 2}, got
+    assert eng.stats()["fallbacks"].get(reason) == 2
+
+
+def test_device_fault_under_never_fails_the_handshake_only(pki, qatpy_sim):
+    """Under fallback='never' a corrupted result fails that handshake (the client sees an alert, never a bad signature); the next one succeeds."""
+    eng = qatpy_sim(faults={"rsa_bitflip": 1}, fallback="never")
+    before = ssl_counts(eng)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    qatpy.ssl.load_cert_chain(ctx, *pki["rsa2048"], engine=eng)
+    with TLSServer(ctx) as srv:
+        bad = s_client(srv.port, pki["ca"].path, "-tls1_3")
+        good = s_client(srv.port, pki["ca"].path, "-tls1_3")
+    # The server aborts that handshake with an alert: the client never receives a signature.
+    assert bad.returncode != 0 and bad.sigtype is None and "alert" in bad.output, bad.output
+    assert good.returncode == 0 and good.verified, good.output
+    assert delta(ssl_counts(eng), before) == {"signs": 2, "device": 1, "device_completed": 1, "failed": 1}
+
+
+@pytest.mark.parametrize("backend", ["software", "sim"])
+def test_rsa_1024_and_other_sizes_sign_too(tmp_path, pki, backend):
+    """An RSA-1024 key (not a size the device takes) is held and signs in software like any other, counted as such on a device engine."""
     key = rsa.generate_private_key(65537, 1024)
     cert, keyfile = issue(pki["ca"], key, tmp_path, "small")
-    with qatpy.Engine("software") as eng:
+    with qatpy.Engine(backend) as eng:
+        before = ssl_counts(eng)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         qatpy.ssl.load_cert_chain(ctx, cert, keyfile, engine=eng)
         with TLSServer(ctx) as srv:
             r = s_client(srv.port, pki["ca"].path, "-tls1_2", "-cipher", "DEFAULT:@SECLEVEL=0")
             assert r.returncode == 0 and r.verified, r.output
-        assert delta(ssl_counts(eng), {}) == {"signs": 1, "software": 1}
+        want = {"signs": 1, "software": 1} if backend == "software" else {"signs": 1, "fallback_unsupported": 1}
+        assert delta(ssl_counts(eng), before) == want
 
 
 def test_unsupported_curve_in_explicit_api(tmp_path, pki):
@@ -445,7 +481,7 @@ def test_unsupported_curve_in_explicit_api(tmp_path, pki):
 def test_stats_reports_the_install_engine(installed):
     """qatpy.ssl.stats() reports this process, the install engine's backend and its counters."""
     st = qatpy.ssl.stats()
-    assert st["pid"] == os.getpid() and st["installed"] is True and st["backend"] == "software"
+    assert st["pid"] == os.getpid() and st["installed"] is True and st["backend"] == installed.backend
     assert st["signs"] == ssl_counts(installed)["signs"]
 
 
@@ -466,7 +502,7 @@ def test_tls12_rsa_key_exchange_still_works(pki, engine):
         assert r.returncode == 0 and r.verified and "Cipher is AES128-GCM-SHA256" in r.output, r.output
         assert r.sigtype is None and delta(ssl_counts(engine), before) == {}
         python_client(srv.port, pki["ca"].path, ssl.TLSVersion.TLSv1_2)  # and ECDHE still signs
-        assert delta(ssl_counts(engine), before) == {"signs": 1, "software": 1}
+        assert delta(ssl_counts(engine), before) == signed(engine, 1)
 
 
 def test_install_from_many_threads_at_once(engine):

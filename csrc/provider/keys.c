@@ -215,9 +215,21 @@ void qpv_key_unref(struct qatpy_pkey *k)
         return;
     if (k->soft)
         qpv_c.EVP_PKEY_free(k->soft);
+    if (k->device_key)
+        qatpy_key_release(k->device_key); /* left alone in a forked child, as Python's are */
     if (k->eng)
         qatpy_engine_release(k->eng);
     free(k);
+}
+
+int qatpy_pkey_attach_device(qatpy_pkey *k, qatpy_key *dk)
+{
+    if (!k || !dk || !k->has_private || k->device_key || !k->eng ||
+        qatpy_engine_device(k->eng) != dk->dev || dk->eng != k->eng)
+        return -1;
+    qps_key_ref(dk);
+    k->device_key = dk;
+    return 0;
 }
 
 void qatpy_pkey_release(qatpy_pkey *k) { qpv_key_unref(k); }

@@ -51,6 +51,11 @@ qatpy_pkey *qatpy_pkey_new_rsa(qatpy_engine *eng, const uint8_t *n, size_t n_len
 qatpy_pkey *qatpy_pkey_new_ec(qatpy_engine *eng, const char *group, const uint8_t *d,
                               size_t d_len, const uint8_t *pub, size_t pub_len, char *err,
                               size_t errlen);
+/* Give a private provider key its device copy: `dk` (a device key made for
+ * the same engine object) is referenced by the provider key, whose
+ * signatures then go to the device, under the engine's settings and
+ * fallback policy.  Before registering; 0 on success, -1 if refused. */
+int qatpy_pkey_attach_device(qatpy_pkey *k, qatpy_key *dk);
 /* Register the key under a fresh random id (written to id, hex, NUL
  * terminated; id_size >= QATPY_PKEY_ID_SIZE).  The registration holds a
  * reference until qatpy_pkey_unregister.  0 on success, -1 on failure. */

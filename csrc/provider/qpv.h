@@ -103,9 +103,10 @@ struct qatpy_pkey {
     size_t max_sig;           /* largest signature in bytes */
     qpv_evp_pkey *soft;       /* default-provider EVP_PKEY: private or public */
     qatpy_engine *eng;        /* reference; NULL for public-only keys */
-    /* Phase 2: the device copy of the key (a qatpy_key on the engine's
-     * device).  NULL in phase 1: every signature is made in software. */
-    void *device_key;
+    /* The device copy of the key (a reference on a qatpy_key made on the
+     * engine's device, for the engine), attached once before the key is
+     * registered; NULL: every signature is made in software. */
+    struct qatpy_key *device_key;
 };
 
 /* An empty key of `type` (keymgmt new), filled once by
@@ -166,13 +167,15 @@ enum {
     QPV_DEV_NONE = 1,        /* no device path for this key: sign in software */
     QPV_DEV_ERROR = 2,       /* the device failed (fallback per policy) */
     QPV_DEV_VERIFY = 3,      /* the device's result did not verify */
-    QPV_DEV_DEADLINE = 4     /* no answer within the engine's deadline */
+    QPV_DEV_DEADLINE = 4,    /* no answer within the engine's deadline */
+    QPV_DEV_CLOSED = 5,      /* the device is shut down (its engines closed) */
+    QPV_DEV_OVERFLOW = 6     /* every request slot busy and the policy overflows */
 };
 
 /* 1 if the device could take this signature at all (key size, curve,
  * digest); 0 means it is signed in software, counted as unsupported. */
 int qpv_device_supports(const struct qatpy_pkey *k, const struct qpv_sign_req *req);
-/* Sign on the device; phase 1 always returns QPV_DEV_NONE. */
+/* Sign on the device, blocking this thread until the answer (QPV_DEV_*). */
 int qpv_device_sign(struct qatpy_pkey *k, const struct qpv_sign_req *req, uint8_t *sig,
                     size_t *siglen, size_t sigsize);
 

@@ -395,6 +395,10 @@ static int device_reason(int rc)
         return QATPY_ECNT_FB_VERIFY_FAILED;
     case QPV_DEV_DEADLINE:
         return QATPY_ECNT_FB_DEADLINE;
+    case QPV_DEV_CLOSED:
+        return QATPY_ECNT_FB_ENGINE_CLOSED;
+    case QPV_DEV_OVERFLOW:
+        return QATPY_ECNT_FB_OVERFLOW;
     default:
         return QATPY_ECNT_FB_DEVICE_ERROR;
     }
