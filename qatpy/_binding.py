@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 _lock = threading.Lock()
@@ -101,7 +102,6 @@ class Device:
         self._stride = m.lib.QATPY_MAX_RESULT
         self._results = m.ffi.new("uint8_t[]", DRAIN_MAX * self._stride)
         self._results_buf = m.ffi.buffer(self._results)
-        self._drain_lock = threading.Lock()
         # Liveness: calls that may run on any thread (waits, drains, event
         # clears) register here, and free() waits for them to leave before
         # the device memory goes, so none of them touches a freed device.
@@ -112,7 +112,9 @@ class Device:
         self._cpas = m.ffi.new("int32_t[]", DRAIN_MAX)
         self._lens = m.ffi.new("uint32_t[]", DRAIN_MAX)
         self._insts = m.ffi.new("uint32_t[]", DRAIN_MAX)
-        # Completions published (read in place, no call) and taken by drain().
+        self._filled = m.ffi.new("size_t *")
+        self._view: tuple[int, list[int], list[int], list[int], list[int], list[int]] | None = None
+        # Completions published (read in place, no call) and taken by refill().
         self._seq_addr = m.lib.qatpy_completion_seq_addr(ptr)
         self._drained = 0
 
@@ -210,49 +212,62 @@ class Device:
             if self._users == 0:
                 self._live_lock.notify_all()
 
-    def drain(self) -> tuple[list[int], list[int], list[int], list[bytes], list[int]]:
-        """Take every waiting completion: (tags, statuses, cpa statuses, results, instances)."""
+    # -- taking completions ---------------------------------------------------
+    # The arrays hold one batch taken from the ring at a time; how many is
+    # written by C (self._filled) during the call, so a caller interrupted
+    # right after it (an exception from a signal handler) loses nothing:
+    # the batch stays here until its taker has gone through all of it and
+    # asks for the next one.  The caller serialises refill()/view() (qatpy's
+    # Delivery holds its lock).
+
+    def refill(self) -> bool:
+        """Take the next batch from the ring into the arrays (replacing the
+        previous one, which the caller has finished).  False once the device
+        is gone."""
         ptr = self._enter()
         if ptr is None:
-            return [], [], [], [], []
+            return False
         try:
-            return self._drain(ptr)
+            self._view = None
+            self._filled[0] = 0
+            self._lib.qatpy_drain_arrays(
+                ptr,
+                self._tags,
+                self._sts,
+                self._cpas,
+                self._lens,
+                self._insts,
+                self._results,
+                self._stride,
+                DRAIN_MAX,
+                self._filled,
+            )
+            self._drained += self._filled[0]
+            return True
         finally:
             self._leave()
 
-    def _drain(self, ptr: Any) -> tuple[list[int], list[int], list[int], list[bytes], list[int]]:
-        m = self._m
-        ffi, lib = m.ffi, m.lib
-        tags: list[int] = []
-        sts: list[int] = []
-        cpas: list[int] = []
-        res: list[bytes] = []
-        insts: list[int] = []
-        stride = self._stride
-        buf = self._results_buf
-        with self._drain_lock:
-            while True:
-                n = lib.qatpy_drain_arrays(
-                    ptr,
-                    self._tags,
-                    self._sts,
-                    self._cpas,
-                    self._lens,
-                    self._insts,
-                    self._results,
-                    stride,
-                    DRAIN_MAX,
-                )
-                if n:
-                    self._drained += n
-                    tags += ffi.unpack(self._tags, n)
-                    sts += ffi.unpack(self._sts, n)
-                    cpas += ffi.unpack(self._cpas, n)
-                    lens = ffi.unpack(self._lens, n)
-                    insts += ffi.unpack(self._insts, n)
-                    res += [buf[i * stride : i * stride + ln] for i, ln in enumerate(lens)]
-                if n < DRAIN_MAX:
-                    return tags, sts, cpas, res, insts
+    def view(self) -> tuple[int, list[int], list[int], list[int], list[int], list[int]]:
+        """The current batch: (count, tags, statuses, cpa statuses, result lengths, instances)."""
+        v = self._view
+        if v is None:
+            ffi = self._m.ffi
+            n = int(self._filled[0])
+            v = (
+                n,
+                ffi.unpack(self._tags, n),
+                ffi.unpack(self._sts, n),
+                ffi.unpack(self._cpas, n),
+                ffi.unpack(self._lens, n),
+                ffi.unpack(self._insts, n),
+            )
+            self._view = v
+        return v
+
+    def result(self, index: int, length: int) -> bytes:
+        """The result bytes of entry `index` of the current batch."""
+        start = index * self._stride
+        return self._results_buf[start : start + length]
 
     def _guarded(self, default: Any, fn: Any, *args: Any) -> Any:
         """fn(device pointer, *args) while the device is alive, else `default`."""
@@ -304,15 +319,22 @@ class Device:
     def shutdown(self, timeout_ns: int) -> None:
         self._m.lib.qatpy_device_shutdown(self._ptr, timeout_ns)
 
-    def free(self) -> None:
+    def free(self, timeout: float = 10.0) -> bool:
         """Free the device once no waiter, drainer or poller is inside it
-        (after shutdown their waits return promptly: the ring is closed)."""
+        (after shutdown their waits return promptly: the ring is closed).
+        False, with the memory left allocated, if one is still inside after
+        `timeout` seconds: never freed under a user."""
+        end = time.monotonic() + timeout
         with self._live_lock:
             p, self._ptr = self._ptr, None
             while self._users:
-                self._live_lock.wait()
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._live_lock.wait(left)
         if p is not None:
             self._m.lib.qatpy_device_free(p)
+        return True
 
 
 # -- engine objects and the ssl provider (csrc/shim/engine.c, csrc/provider) --

@@ -208,7 +208,7 @@ class BatchResult:
         now = time.perf_counter() if self.times is not None else 0.0
         with self._lock:
             if self.remaining <= 0:
-                return False
+                return True
             fresh = 0
             for _, index, value, exc in items:
                 if self._filled[index]:
@@ -225,7 +225,9 @@ class BatchResult:
                 if self.times is not None:
                     self.times[index] = now
             self.remaining -= fresh
-            return fresh > 0 and self.remaining == 0
+            # Complete: finish() is delivered (again, harmlessly, when a
+            # delivery is redone after an interruption).
+            return self.remaining == 0
 
     def missing(self) -> list[int]:
         """Indices with no result yet (their slots still hold None)."""
@@ -268,6 +270,8 @@ def deliver(items: Iterable[Item], defer: Defer | None = None) -> None:
                 futs = []
             futs.append((target, item[2], item[3]))
         elif tt is cf.Future:
+            if target.done():  # resolved already (a delivery redone after an interruption)
+                continue
             if item[3] is None:
                 target.set_result(item[2])
             else:

@@ -20,9 +20,10 @@ import weakref
 from typing import Any
 
 from . import _binding
+from ._binding import DRAIN_MAX
 from ._completion import DeviceFuture, Item, deliver
 from ._pending import TAG_MASK, TAG_SHIFT, PendingTable, Request
-from ._status import Status
+from ._status import Status, completion_error
 
 log = logging.getLogger("qatpy")
 
@@ -31,6 +32,7 @@ log = logging.getLogger("qatpy")
 COMPLETION_GRACE_NS = 200_000
 
 _ST_OK = int(Status.OK)
+_MAIN = threading.main_thread()
 
 
 class Delivery:
@@ -39,6 +41,12 @@ class Delivery:
         self.pending = pending
         self.manual = manual
         self.per_instance: collections.Counter[int] = collections.Counter()  # completions, by instance index
+        # The drain's own state (see drain()): one drain at a time; a
+        # callback that drains again from inside a delivery re-enters.
+        self._lock = threading.RLock()
+        self._pos = 0  # entries of the device's current batch gone through
+        self._outbox: list[Item] = []
+        self._reroutes: collections.deque[tuple[Request, int, int]] = collections.deque()
         self.stopping = False
         self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._loops_lock = threading.Lock()
@@ -53,34 +61,111 @@ class Delivery:
             self.thread.start()
 
     # -- draining -------------------------------------------------------------
+    #
+    # A drain must not lose completions to an exception raised in the middle
+    # of it (KeyboardInterrupt, or anything a signal handler raises, lands on
+    # the main thread at almost any bytecode).  So everything a drain has
+    # taken lives on this object until it is delivered, and every step can be
+    # redone without effect:
+    #   - the batch taken from the ring stays in the device's arrays, with its
+    #     count written by C, until `_pos` has passed all of it;
+    #   - an entry is first recorded for delivery (outbox / reroutes), then
+    #     accounted in the pending table by a run of plain stores with no call
+    #     in between (no exception can land inside it), then `_pos` moves on:
+    #     an entry taken twice finds its request gone, or its index marked
+    #     answered, and is skipped;
+    #   - delivery is idempotent (a settled future, a filled batch index, a
+    #     done asyncio future ignore a second answer), and the outbox is
+    #     cleared only after it went through.
+    # Whatever an interrupted drain left is finished by the next drain on any
+    # thread; the completion thread drains at least every 50 ms.
     def drain(self, caller: bool = False) -> int:
-        """Take the waiting completions and resolve their targets.  `caller`:
-        this thread is inside a sign()/result()/submit, so done-callbacks go
-        to the callback thread instead of running here (see deliver())."""
-        tags, sts, cpas, results, insts = self.device.drain()
-        if not tags:
-            return 0
-        self.per_instance.update(insts)
-        items: list[Item] = []
-        failed: list[tuple[Request, int, int, int]] = []
+        """Take the waiting completions and resolve their targets; returns how
+        many were handled.  `caller`: this thread is inside a sign()/result()/
+        submit, so done-callbacks go to the callback thread instead of running
+        here (see deliver()).  Callbacks never run inside a drain on the main
+        thread, where a signal handler's exception could cut them short."""
+        if caller or threading.current_thread() is _MAIN:
+            defer: Any = self.defer
+            run_here: list[DeviceFuture] | None = None
+        else:
+            run_here = []
+            defer = run_here.extend
+        with self._lock:
+            handled = self._drain_locked(defer)
+        if run_here:
+            for fut in run_here:
+                fut._invoke_callbacks()  # logs and swallows what a callback raises
+        return handled
+
+    def _drain_locked(self, defer: Any) -> int:
+        dev = self.device
         pending = self.pending
-        with pending.lock:
-            for tag, st, cpa, res in zip(tags, sts, cpas, results):
-                req = pending.take(tag >> TAG_SHIFT)
-                if req is None:
-                    continue  # settled already (engine closed): drop the late answer
-                owner = req.owner
-                owner.answered(1)
-                if st == _ST_OK:
-                    items.append((req.target, tag & TAG_MASK, res, None))
-                elif owner.reroutes(st):
-                    failed.append((req, tag & TAG_MASK, st, cpa))
-                else:
-                    items.append(owner.failure(req, tag & TAG_MASK, st, cpa))
-        deliver(items, self.defer if caller else None)
-        for req, index, st, _cpa in failed:
-            req.owner.reroute(req, index, st)
-        return len(items) + len(failed)
+        requests = pending.requests
+        outbox = self._outbox
+        reroutes = self._reroutes
+        handled = 0
+        refilled = False
+        while True:
+            n, tags, sts, cpas, lens, insts = dev.view()
+            pos = self._pos
+            if pos < n:
+                with pending.lock:
+                    for i in range(pos, n):
+                        tag = tags[i]
+                        req = requests.get(tag >> TAG_SHIFT)
+                        if req is not None:
+                            index = tag & TAG_MASK
+                            answered = req.answered
+                            if answered is None or not answered[index]:
+                                st = sts[i]
+                                owner = req.owner
+                                if st == _ST_OK:
+                                    outbox.append((req.target, index, dev.result(i, lens[i]), None))
+                                    failed = 0
+                                elif owner.reroutes(st):
+                                    reroutes.append((req, index, st))
+                                    failed = 0
+                                else:
+                                    outbox.append((req.target, index, None, completion_error(st, cpas[i])))
+                                    failed = 1
+                                # From here to the end of the entry: stores only, no call.
+                                if answered is not None:
+                                    answered[index] = 1
+                                req.remaining -= 1
+                                if req.remaining == 0:
+                                    del requests[tag >> TAG_SHIFT]
+                                owner._inflight -= 1
+                                owner._completed += 1
+                                owner._failed += failed
+                                handled += 1
+                        self._pos = i + 1
+            self._flush(defer)
+            if refilled and n < DRAIN_MAX:
+                return handled  # that batch was short: the ring was empty when it was taken
+            # Everything taken so far is delivered: take the next batch.
+            # `_pos` goes back first, so an interruption between the two
+            # leaves the old batch to be gone through again (harmlessly).
+            self._pos = 0
+            if not dev.refill():
+                return handled
+            refilled = True
+            batch = dev.view()
+            if batch[0] == 0:
+                return handled
+            self.per_instance.update(batch[5])
+
+    def _flush(self, defer: Any) -> None:
+        """Deliver what the entries gone through so far produced."""
+        outbox = self._outbox
+        if outbox:
+            deliver(outbox, defer)
+            outbox.clear()
+        reroutes = self._reroutes
+        while reroutes:
+            req, index, st = reroutes[0]
+            req.owner.reroute(req, index, st)  # a second run after an interruption only duplicates work
+            reroutes.popleft()
 
     def _completion_loop(self) -> None:
         seen = 0
@@ -157,9 +242,10 @@ class Delivery:
         shutdown_device()
         self.stopping = True
         # stop() may run inside a done-callback on the completion thread
-        # itself: that thread leaves its loop on its own.
+        # itself: that thread leaves its loop on its own.  Its wait returns
+        # at once after shutdown (the ring is closed).
         if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join()
+            self.thread.join(callback_timeout)
         self.drain()
         self.stop_callbacks(callback_timeout)
 

@@ -26,13 +26,17 @@ MAX_BATCH = TAG_MASK + 1
 class Request:
     """Operations of one submit call still owed an answer."""
 
-    __slots__ = ("target", "remaining", "owner", "op")
+    __slots__ = ("target", "remaining", "owner", "op", "answered")
 
     def __init__(self, target: Any, remaining: int, owner: Any, op: Operation) -> None:
         self.target = target  # where result i goes, as (target, i)
         self.remaining = remaining  # operations not yet answered (or forgotten)
         self.owner = owner  # the QatBackend that submitted it
         self.op = op  # what to re-run in software if the device fails it
+        # Which operations were answered (batches only: a single operation's
+        # request leaves the table with its answer).  Lets the same answer
+        # be taken twice without effect (a drain redone after an exception).
+        self.answered = bytearray(remaining) if remaining > 1 else None
 
 
 class PendingTable:

@@ -29,7 +29,7 @@ from ._backend import Operation
 from ._completion import DeviceFuture, FutureGroup, Item, deliver, fail_in_forked_child
 from ._errors import EngineClosedError, EngineForkedError
 from ._pending import MAX_BATCH, TAG_SHIFT, Request
-from ._status import CURVE_IDS, FALLBACK_REASONS, HASH_IDS, RsaEncoding, Submit, completion_error, submit_error
+from ._status import CURVE_IDS, FALLBACK_REASONS, HASH_IDS, RsaEncoding, Submit, submit_error
 
 log = logging.getLogger("qatpy")
 
@@ -356,18 +356,11 @@ class QatBackend:
             if self._pending.forget(rid, count) is not None:
                 self._inflight -= count
 
-    # -- answers (called by the session's Delivery, under the table's lock) ----
-    def answered(self, count: int) -> None:
-        self._inflight -= count
-        self._completed += count
-
+    # -- answers (called by the session's Delivery; it updates the counters
+    # _inflight, _completed and _failed itself, under the table's lock) ------
     def reroutes(self, status: int) -> bool:
         rr = self.rerouter
         return rr is not None and rr.reroutes(status)
-
-    def failure(self, req: Request, index: int, status: int, cpa_status: int) -> Item:
-        self._failed += 1
-        return (req.target, index, None, completion_error(status, cpa_status))
 
     def reroute(self, req: Request, index: int, status: int) -> None:
         """Outside the lock: hand a failed operation to the fallback policy."""
@@ -439,10 +432,13 @@ class QatBackend:
             self._closed = True
         self._await_inflight(deadline)
         # Threads still inside a submit hold key handles: let them leave
-        # (they see _closed and stop) before the handles are released.
+        # (they see _closed and stop) before the handles are released.  They
+        # leave within a poll step; should one not by the deadline, its key
+        # handles are left to their keys' finalizers rather than freed under it.
         with pending.lock:
-            while self._active:
-                pending.changed.wait(0.05)
+            while self._active and time.monotonic() < deadline:
+                pending.changed.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            submitters_left = self._active > 0
         left: list[Item] = []
         with pending.lock:
             for req in pending.remove_owner(self):
@@ -453,8 +449,11 @@ class QatBackend:
                     for i in _session.unanswered(req.target, req.remaining)
                 ]
         deliver(left)
-        for k in list(self._keys):
-            k.release()
+        if submitters_left:
+            log.warning("qatpy: %s: a submitting thread did not leave by close()'s deadline", self.name)
+        else:
+            for k in list(self._keys):
+                k.release()
         self._session.release(deadline)
 
     def fail_after_fork(self) -> None:

@@ -10,6 +10,7 @@ its DMA memory and threads do not exist in the child.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ from ._completion import fail_in_forked_child
 from ._delivery import Delivery
 from ._errors import EngineForkedError, QatUnavailableError
 from ._pending import PendingTable
+
+log = logging.getLogger("qatpy")
 
 
 class DeviceSession:
@@ -49,8 +52,9 @@ class DeviceSession:
                 lambda: self.device.shutdown(int(max(0.0, deadline - time.monotonic()) * 1e9)),
                 max(0.1, deadline - time.monotonic()),
             )
-            self.device.free()
-            if self.is_sim:
+            if not self.device.free(max(1.0, deadline - time.monotonic())):
+                log.warning("qatpy: the device was left allocated: a thread was still inside it at close")
+            elif self.is_sim:
                 _simsession.end()
         finally:
             _idle.set()

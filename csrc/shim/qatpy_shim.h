@@ -206,10 +206,14 @@ int qatpy_submit_ecdsa_many(qatpy_device *dev, qatpy_key *key, const uint8_t *di
  * some are still waiting (or on timeout/shutdown). */
 uint64_t qatpy_wait_unclaimed(qatpy_device *dev, uint64_t seen, int64_t grace_ns,
                               int64_t timeout_ns);
-/* qatpy_drain into parallel arrays (cheap to unpack from Python). */
+/* qatpy_drain into parallel arrays (cheap to unpack from Python).  The
+ * count is also stored in *filled (if not NULL) before returning: the
+ * entries have left the ring, and a caller interrupted right after the call
+ * (a Python exception from a signal handler) still finds how many the
+ * arrays hold. */
 size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, int32_t *cpa_status,
                           uint32_t *lens, uint32_t *instance, uint8_t *results, size_t stride,
-                          size_t max);
+                          size_t max, size_t *filled);
 
 /* ---- reliability (csrc/shim/verify.c, callbacks.c, deadline.c) --------
  * Both settings are the engine's (qatpy_engine_config), carried by every

@@ -260,7 +260,7 @@ void qatpy_event_clear(qatpy_device *dev)
 
 size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, int32_t *cpa_status,
                           uint32_t *lens, uint32_t *instance, uint8_t *results, size_t stride,
-                          size_t max)
+                          size_t max, size_t *filled)
 {
     qatpy_completion c[QPS_DRAIN_CHUNK];
     size_t total = 0;
@@ -278,6 +278,8 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
         if (got < want)
             break;
     }
+    if (filled)
+        *filled = total;
     return total;
 }
 
