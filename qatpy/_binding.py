@@ -61,8 +61,10 @@ def lib_is_sim() -> bool:
     return bool(native().lib.qatpy_lib_is_sim())
 
 
-def sim_set(knob: str, value: int) -> bool:
-    return native().lib.qatpy_sim_knob_set(knob.encode(), value) == 0
+def sim_set(knob: str, value: int) -> int:
+    """0 ok; -1 unknown knob or value out of range; -2 a start-time knob while
+    the simulated device runs."""
+    return int(native().lib.qatpy_sim_knob_set(knob.encode(), value))
 
 
 def sim_get(name: str) -> int | None:
@@ -375,6 +377,11 @@ class CEngine:
     def close(self) -> None:
         if self._ptr is not None:
             native().lib.qatpy_engine_close(self._ptr)
+
+    def sim_fault_scope(self, on: bool) -> None:
+        """Simulator only: device keys made from now on scope its fault plans."""
+        if self._ptr is not None:
+            native().lib.qatpy_engine_sim_fault_scope(self._ptr, 1 if on else 0)
 
     def release(self) -> None:
         p, self._ptr = self._ptr, None

@@ -44,10 +44,32 @@ def begin(knobs: Mapping[str, int]) -> None:
 
 
 def apply(knobs: Mapping[str, int]) -> None:
-    """Set knobs on the running simulator (ValueError for one it refuses)."""
+    """Set knobs on the simulator (ValueError naming the first one it refuses, and why)."""
     for k, v in knobs.items():
-        if not _binding.sim_set(k, v):
-            raise ValueError(f"unknown or invalid simulator knob {k}={v}")
+        rc = _binding.sim_set(k, v)
+        if rc == -2:
+            raise ValueError(
+                f"simulator knob {k} takes effect only when the device starts, and the simulated device is "
+                "already running for other engines in this process: close them first, or give it to the first "
+                "engine"
+            )
+        if rc != 0:
+            raise ValueError(f"unknown or invalid simulator knob {k}={v} (see csrc/sim/README.md for the knobs)")
+
+
+def scope_faults() -> None:
+    """Per-request faults fire only on keys registered in the scope (none yet)."""
+    _binding.sim_set("fault.scope.on", 1)
+
+
+def clear_faults() -> None:
+    """Every fault plan off and the fault scope cleared (a test's teardown)."""
+    from ._simfaults import FAULT_KINDS
+
+    for kind in FAULT_KINDS:
+        _binding.sim_set(f"fault.{kind}.next", 0)
+        _binding.sim_set(f"fault.{kind}.ppm", 0)
+    _binding.sim_set("fault.scope.clear", 0)
 
 
 def end() -> None:

@@ -9,9 +9,12 @@ that depends on qatpy the fixtures are simply there:
     A factory: ``qatpy_sim(faults={"cb_fail": 3}, knobs={"latency_ns": 100_000},
     fallback="never")`` returns an Engine on the simulated device with those
     faults scripted (an int fires on the next N operations; ``{"ppm": N}``
-    fires with probability N per million).  Every engine it made is closed
-    after the test, and the test fails if the device was left holding DMA
-    memory or freed key material unwiped.
+    fires with probability N per million).  The plan belongs to that engine:
+    it fires only on operations with keys loaded on it, even while other
+    engines (a module-scoped one, say) share the device, and it is cleared
+    when the test ends.  One fault plan at a time: the simulator holds one.
+    Every engine it made is closed after the test, and the test fails if the
+    device was left holding DMA memory or freed key material unwiped.
 
 Fault kinds: submit_retry, submit_fail, submit_restarting,
 submit_unsupported, cb_fail, ecdsa_mult_false, rsa_bitflip, lost, poll_fail,
@@ -76,13 +79,21 @@ def qatpy_sim() -> Iterator[Callable[..., Any]]:
         knobs: Mapping[str, int] | None = None,
         **engine_options: Any,
     ) -> Any:
-        all_knobs = dict(knobs or {})
-        all_knobs.update(fault_knobs(faults or {}))
-        eng = Engine("sim", sim=all_knobs, **engine_options)
+        plan = fault_knobs(faults or {})
+        eng = Engine("sim", sim=dict(knobs or {}), **engine_options)
         made.append(eng)
+        if plan:
+            # Scope first (no request is in scope until this engine makes a
+            # key), then the plan: it can only fire on this engine's keys.
+            backend = eng._device_backend()
+            backend.c_engine.sim_fault_scope(True)
+            _simsession.scope_faults()
+            _simsession.apply(plan)
         return eng
 
     yield make
+    if made:
+        _simsession.clear_faults()
     for eng in made:
         eng.close()
     after = _simsession.totals()

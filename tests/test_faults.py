@@ -90,7 +90,7 @@ def test_instance_restart_falls_back(ec_keys):
     with qatpy.Engine("sim", sim={"latency_ns": 2_000_000, "restart_ms": 20}) as eng:
         key = eng.wrap_key(raw)
         msgs = [b"x%d" % i for i in range(40)]
-        assert _binding.sim_set("fault.restart.next", 1)
+        assert _binding.sim_set("fault.restart.next", 1) == 0
         _verify_all(raw, msgs, key.sign_many(msgs, ECDSA))
         assert _binding.sim_get("restarts") == 1
         assert _binding.sim_get("notify.restarting") == 1
@@ -193,7 +193,7 @@ def test_verify_setting_belongs_to_its_engine(rsa_keys):
         with qatpy.Engine("sim", verify=False) as careless:
             careless.wrap_key(raw).sign(b"x", *PKCS)  # made last, and used
         key = careful.wrap_key(raw)
-        _binding.sim_set("fault.rsa_bitflip.next", len(msgs))
+        assert _binding.sim_set("fault.rsa_bitflip.next", len(msgs)) == 0
         out = key.sign_many(msgs, *PKCS, return_exceptions=True)
         assert all(isinstance(r, qatpy.VerificationError) for r in out), out
         assert careful.stats()["device"]["verify_failures"] == len(msgs)

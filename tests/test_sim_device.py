@@ -192,7 +192,7 @@ def test_user_start_is_refcounted():
     assert qat.icp_sal_userStart(b"SSL") == SUCCESS
     assert sim_get("started") == 2
     assert qat.qatpy_sim_reset() == -1
-    assert qat.qatpy_sim_set(b"instances", 3) == -1  # start-time knob
+    assert qat.qatpy_sim_set(b"instances", 3) == -2  # start-time knob, device started
     assert qat.icp_sal_userStop() == SUCCESS
     n = ffi.new("Cpa16U *")
     assert qat.cpaCyGetNumInstances(n) == SUCCESS and n[0] == 1

@@ -27,6 +27,7 @@ struct qatpy_engine {
     qatpy_device *dev;            /* struct reference, NULL for software */
     qatpy_engine_config cfg;
     _Atomic uint64_t cnt[QATPY_ECNT_N];
+    _Atomic int sim_fault_scope; /* keys made from now on scope the sim's fault plans */
 };
 
 /* Bumped in every forked child, so an engine can tell it belongs to the
@@ -110,6 +111,17 @@ int qatpy_engine_may_fall_back(const qatpy_engine *e, int reason)
 }
 
 const qatpy_engine_config *qatpy_engine_config_of(const qatpy_engine *e) { return &e->cfg; }
+
+void qatpy_engine_sim_fault_scope(qatpy_engine *e, int on)
+{
+    if (e)
+        atomic_store(&e->sim_fault_scope, on ? 1 : 0);
+}
+
+int qatpy_engine_in_sim_fault_scope(const qatpy_engine *e)
+{
+    return atomic_load(&((qatpy_engine *)e)->sim_fault_scope);
+}
 
 void qatpy_engine_stats(qatpy_engine *e, qatpy_engine_stats_t *out)
 {

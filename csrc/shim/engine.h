@@ -39,6 +39,8 @@ int qatpy_engine_has_device(const qatpy_engine *e);
  * the other reasons need a policy other than QATPY_FALLBACK_NEVER. */
 int qatpy_engine_may_fall_back(const qatpy_engine *e, int reason);
 const qatpy_engine_config *qatpy_engine_config_of(const qatpy_engine *e);
+/* 1 when keys made on the engine scope the simulator's fault plans. */
+int qatpy_engine_in_sim_fault_scope(const qatpy_engine *e);
 /* The device the engine was made on (NULL for a software engine). */
 struct qatpy_device *qatpy_engine_device(const qatpy_engine *e);
 

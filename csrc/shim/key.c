@@ -20,10 +20,22 @@
 
 void qps_key_ref(struct qatpy_key *key) { atomic_fetch_add(&key->refs, 1); }
 
+/* The simulator's fault scope (tests): a key of a scoped engine registers
+ * its DMA blocks, and takes them out before they are freed. */
+static void sim_scope(struct qatpy_key *key, const char *op)
+{
+    if (!key->sim_scoped || !qps_lib.sim_set)
+        return;
+    for (uint32_t i = 0; i < key->ninst; i++)
+        if (key->inst[i].dma)
+            qps_lib.sim_set(op, (long long)(uintptr_t)key->inst[i].dma);
+}
+
 void qps_key_free_dma_locked(struct qatpy_key *key)
 {
     if (key->dma_freed)
         return;
+    sim_scope(key, "fault.scope.remove");
     for (uint32_t i = 0; i < key->ninst; i++) {
         struct qps_key_inst *ki = &key->inst[i];
         qps_dma_free(key->dev, ki->dma, ki->dma_len);
@@ -112,6 +124,8 @@ static void key_register(struct qatpy_key *key)
     struct qatpy_device *dev = key->dev;
     atomic_fetch_add(&dev->refs, 1);
     qatpy_engine_ref(key->eng);
+    key->sim_scoped = qatpy_engine_in_sim_fault_scope(key->eng) != 0;
+    sim_scope(key, "fault.scope.add");
     pthread_mutex_lock(&dev->key_lock);
     key->prev = NULL;
     key->next = dev->keys;

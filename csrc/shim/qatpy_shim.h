@@ -276,5 +276,9 @@ typedef struct {
  * struct (not its resources). */
 qatpy_engine *qatpy_engine_new(qatpy_device *dev, const qatpy_engine_config *cfg);
 void qatpy_engine_close(qatpy_engine *e);
+/* Simulator only (qatpy.testing): device keys made on this engine from now
+ * on are registered as the simulator's fault scope, so a fault plan fires on
+ * this engine's requests only (no effect on a real device). */
+void qatpy_engine_sim_fault_scope(qatpy_engine *e, int on);
 void qatpy_engine_release(qatpy_engine *e);
 void qatpy_engine_stats(qatpy_engine *e, qatpy_engine_stats_t *out);

@@ -312,6 +312,7 @@ struct qatpy_key {
     uint32_t e_len;
     struct qps_mont *mont;     /* RSA: Montgomery context of n for verify-after-sign */
     bool dma_freed;            /* guarded by dev->key_lock */
+    bool sim_scoped;           /* its DMA blocks are in the simulator's fault scope */
     bool released;             /* Python's reference dropped */
     struct qatpy_key *prev, *next; /* dev->keys list, guarded by dev->key_lock */
     uint32_t ninst;

@@ -9,7 +9,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -205,6 +207,77 @@ uint64_t sim_random(void)
     return z ^ (z >> 31);
 }
 
+/* ---- fault scope ----------------------------------------------------------
+ * Tests scope a fault plan to one engine's keys: the shim registers the DMA
+ * blocks of those keys ("fault.scope.add" = address), and while the set is
+ * not empty the per-request faults fire only on requests that use one of
+ * them (a test hook, like the fault plans themselves; not device behaviour).
+ * "fault.scope.on" turns scoping on with an empty set (no request is in
+ * scope until a key is added); "fault.scope.clear" turns it off.  The set is
+ * small and changes rarely: a mutex, and an atomic flag so an unscoped
+ * device costs one load per request. */
+#define SIM_MAX_SCOPE 256
+static pthread_mutex_t g_scope_mu = PTHREAD_MUTEX_INITIALIZER;
+static const void *g_scope[SIM_MAX_SCOPE];
+static int g_nscope;
+static atomic_int g_scope_on;
+
+static int scope_change(const char *what, long long value)
+{
+    const void *p = (const void *)(uintptr_t)value;
+    int rc = 0;
+    int on = atomic_load(&g_scope_on);
+    pthread_mutex_lock(&g_scope_mu);
+    int n = g_nscope;
+    if (strcmp(what, "on") == 0) {
+        on = 1;
+    } else if (strcmp(what, "add") == 0) {
+        if (!p || n == SIM_MAX_SCOPE) {
+            rc = -1;
+        } else {
+            g_scope[n++] = p;
+            on = 1;
+        }
+    } else if (strcmp(what, "remove") == 0) {
+        rc = -1;
+        for (int i = 0; i < n; i++)
+            if (g_scope[i] == p) {
+                g_scope[i] = g_scope[--n];
+                rc = 0;
+                break;
+            }
+    } else if (strcmp(what, "clear") == 0) {
+        n = 0;
+        on = 0;
+    } else {
+        rc = -1;
+    }
+    g_nscope = n;
+    atomic_store(&g_scope_on, on);
+    pthread_mutex_unlock(&g_scope_mu);
+    return rc;
+}
+
+int sim_job_in_fault_scope(const sim_job *job)
+{
+    if (!atomic_load_explicit(&g_scope_on, memory_order_relaxed))
+        return 1;
+    int in = 0;
+    pthread_mutex_lock(&g_scope_mu);
+    int n = g_nscope;
+    for (int r = 0; r < job->nranges && !in; r++)
+        if (job->ranges[r].is_key)
+            for (int i = 0; i < n && !in; i++)
+                in = g_scope[i] == job->ranges[r].p;
+    pthread_mutex_unlock(&g_scope_mu);
+    return in;
+}
+
+int sim_job_fault_fires(const sim_job *job, enum sim_fault f)
+{
+    return sim_job_in_fault_scope(job) && sim_fault_fires(f);
+}
+
 int sim_fault_fires(enum sim_fault f)
 {
     int fired = 0;
@@ -238,6 +311,8 @@ int qatpy_sim_set(const char *name, long long value)
     sim_init_once();
     if (name == NULL)
         return -1;
+    if (strncmp(name, "fault.scope.", 12) == 0)
+        return scope_change(name + 12, value);
     for (int f = 0; f < F_COUNT; f++) {
         if (strcmp(name, g_fault_knob_names[f][0]) == 0) {
             if (value < 0 || value > 1000000)
@@ -260,7 +335,7 @@ int qatpy_sim_set(const char *name, long long value)
     int rc = 0;
     sim_life_lock();
     if (k_knobs[k].start_only && sim_refcount() > 0)
-        rc = -1;
+        rc = -2;
     else
         atomic_store(&g_knob[k], value);
     sim_life_unlock();
@@ -355,6 +430,7 @@ int qatpy_sim_reset(void)
     atomic_store(&g_rng_ctr, 0);
     qatpy_simmem_stats_reset();
     sim_replay_clear();
+    scope_change("clear", 0);
     sim_life_unlock();
     return 0;
 }

@@ -366,17 +366,17 @@ CpaStatus sim_dispatch(sim_job *job)
 {
     sim_inst *in = job->inst;
     CpaStatus st = CPA_STATUS_SUCCESS;
-    if (sim_fault_fires(F_RESTART)) {
+    if (sim_job_fault_fires(job, F_RESTART)) {
         sim_begin_restart(in);
         st = CPA_STATUS_RESTARTING;
-    } else if (sim_fault_fires(F_SUBMIT_RETRY)) {
+    } else if (sim_job_fault_fires(job, F_SUBMIT_RETRY)) {
         ctr_add(C_RETRY_RETURNED, 1);
         st = CPA_STATUS_RETRY;
-    } else if (sim_fault_fires(F_SUBMIT_FAIL)) {
+    } else if (sim_job_fault_fires(job, F_SUBMIT_FAIL)) {
         st = CPA_STATUS_FAIL;
-    } else if (sim_fault_fires(F_SUBMIT_RESTARTING)) {
+    } else if (sim_job_fault_fires(job, F_SUBMIT_RESTARTING)) {
         st = CPA_STATUS_RESTARTING;
-    } else if (sim_fault_fires(F_SUBMIT_UNSUPPORTED)) {
+    } else if (sim_job_fault_fires(job, F_SUBMIT_UNSUPPORTED)) {
         st = CPA_STATUS_UNSUPPORTED;
     }
     if (st != CPA_STATUS_SUCCESS) {
@@ -399,13 +399,13 @@ CpaStatus sim_dispatch(sim_job *job)
     ctr_add(C_SUBMITTED, 1);
 
     if ((job->op == OP_RSA_DEC1 || job->op == OP_RSA_DEC2 || job->op == OP_RSA_ENC) &&
-        sim_fault_fires(F_RSA_BITFLIP))
+        sim_job_fault_fires(job, F_RSA_BITFLIP))
         job->faults |= 1u << F_RSA_BITFLIP;
-    if (job->op == OP_EC_SIGN && sim_fault_fires(F_ECDSA_MULT_FALSE))
+    if (job->op == OP_EC_SIGN && sim_job_fault_fires(job, F_ECDSA_MULT_FALSE))
         job->faults |= 1u << F_ECDSA_MULT_FALSE;
-    if (sim_fault_fires(F_CB_FAIL))
+    if (sim_job_fault_fires(job, F_CB_FAIL))
         job->faults |= 1u << F_CB_FAIL;
-    if (sim_fault_fires(F_LOST))
+    if (sim_job_fault_fires(job, F_LOST))
         job->faults |= 1u << F_LOST;
 
     /* Stable: epoch only changes under the state write lock. */

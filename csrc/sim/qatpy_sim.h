@@ -7,8 +7,11 @@
  * csrc/sim/README.md (and enumerable with qatpy_sim_name).
  */
 
-/* Set a knob.  0 ok; -1 unknown knob, value out of range, or a start-time
- * knob changed while the device is started. */
+/* Set a knob.  0 ok; -1 unknown knob or value out of range; -2 a start-time
+ * knob changed while the device is started.  "fault.scope.on",
+ * "fault.scope.add" / ".remove" (value: the address of a key's DMA block) and
+ * "fault.scope.clear" scope the per-request faults to requests using those
+ * keys (a test hook, see knobs.c). */
 int qatpy_sim_set(const char *knob, long long value);
 
 /* Read a knob or a counter.  0 ok; -1 unknown name. */

@@ -242,6 +242,10 @@ extern atomic_int g_ninst;
 void sim_init_once(void);
 /* Should fault f fire now?  Consumes one scripted shot, else draws ppm. */
 int sim_fault_fires(enum sim_fault f);
+/* A per-request fault: fires only for requests within the fault scope (all
+ * of them while no scope is set; see knobs.c). */
+int sim_job_in_fault_scope(const sim_job *job);
+int sim_job_fault_fires(const sim_job *job, enum sim_fault f);
 uint64_t sim_random(void);
 uint64_t sim_now_ns(void);
 
