@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import sys
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ from ._backend import Operation
 from ._completion import BatchResult, DeviceFuture
 
 _PKCS1_SPECS: dict[type, _ops.RsaSpec] = {}
+_warned_pyopenssl = False
 _ECDSA_SPECS: dict[type, _ops.EcSpec] = {}
 
 if TYPE_CHECKING:
@@ -71,6 +74,18 @@ class _KeyBase:
         encryption_algorithm: _serialization.KeySerializationEncryption,
     ) -> bytes:
         """Serialise the key, as cryptography does."""
+        global _warned_pyopenssl
+        if not _warned_pyopenssl and sys._getframe(1).f_globals.get("__name__", "").startswith("OpenSSL."):
+            # pyOpenSSL (and Twisted through it) copies the key into its own,
+            # statically linked OpenSSL: qatpy cannot reach it there.
+            _warned_pyopenssl = True
+            warnings.warn(
+                "a qatpy key was handed to pyOpenSSL, which copies it into cryptography's bundled OpenSSL: "
+                "its signatures there are made in software, not by qatpy (use Python's ssl with "
+                "qatpy.ssl.load_cert_chain to offload TLS)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return self._key.private_bytes(encoding, format, encryption_algorithm)
 
     def _spec(self, *args: Any) -> Any:

@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import NameOID
 
+import qatpy
+
 
 @pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256"])
 def test_pyjwt(engine, rsa_keys, ec_keys, alg):
@@ -137,3 +139,24 @@ def _signed_count(engine) -> int:
     st = engine.stats()
     sw = st.get("software", {})
     return int(st.get("completed", 0)) + int(sw.get("completed", 0)) + int(sw.get("sync_ops", 0))
+
+
+def test_pyopenssl_gets_a_software_copy_and_is_warned_once(ec_keys):
+    """A qatpy key handed to pyOpenSSL (which copies it into its bundled OpenSSL) warns once that it signs in software there."""
+    crypto = pytest.importorskip("OpenSSL.crypto", reason="REPORT: pyOpenSSL is not installed; this case did not run")
+    from qatpy import _keys
+
+    _keys._warned_pyopenssl = False
+    with qatpy.Engine("software") as eng:
+        key = eng.wrap_key(ec_keys["secp256r1"])
+        with pytest.warns(RuntimeWarning, match="pyOpenSSL.*software"):
+            pkey = crypto.PKey.from_cryptography_key(key)
+        assert pkey.bits() == 256
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            crypto.PKey.from_cryptography_key(key)  # once per process
+            key.private_bytes(  # qatpy's own callers are not warned
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
