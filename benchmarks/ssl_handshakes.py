@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             out["rows"] += latency_rows(pki, args.repeats)
         out["machine"]["loadavg_end"] = loadavg()
     for r in out["rows"]:
-        keys = [k for k in ("measured", "target", "passed", "plain_us", "qatpy_us", "added_us", "plain", "qatpy") if k in r]
+        shown = ("measured", "target", "passed", "plain_us", "qatpy_us", "added_us", "plain", "qatpy")
+        keys = [k for k in shown if k in r]
         print(r["row"])
         print("    " + ", ".join(f"{k}={r[k]:.3f}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys))
     if args.json:
