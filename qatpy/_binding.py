@@ -115,6 +115,7 @@ class Device:
         self._lens = m.ffi.new("uint32_t[]", DRAIN_MAX)
         self._insts = m.ffi.new("uint32_t[]", DRAIN_MAX)
         self._filled = m.ffi.new("size_t *")
+        self._tls = threading.local()  # per-thread result buffers of sign_wait
         self._view: tuple[int, list[int], list[int], list[int], list[int], list[int]] | None = None
         # Completions published (read in place, no call) and taken by refill().
         self._seq_addr = m.lib.qatpy_completion_seq_addr(ptr)
@@ -181,6 +182,21 @@ class Device:
     def submit_rsa(self, key: Key, encoding: int, hash_id: int, data: bytes, tag: int) -> int:
         rc: int = self._lib.qatpy_submit_rsa(self._ptr, key._ptr, encoding, hash_id, data, len(data), tag)
         return rc
+
+    def sign_wait(self, key: Key, op: int, encoding: int, hash_id: int, data: bytes) -> tuple[int, int, bytes]:
+        """One operation, this thread waiting for it (GIL released): (status,
+        cpa status, result bytes); a negative status is a QATPY_SUBMIT_* refusal."""
+        bufs = getattr(self._tls, "bufs", None)
+        if bufs is None:
+            ffi = self._m.ffi
+            bufs = self._tls.bufs = (ffi.new("uint8_t[]", self._stride), ffi.new("size_t *"), ffi.new("int32_t *"))
+        out, out_len, cpa = bufs
+        st = self._lib.qatpy_sign_wait(
+            key._ptr, op, encoding, hash_id, data, len(data), out, self._stride, out_len, cpa
+        )
+        if st != 0:
+            return int(st), int(cpa[0]), b""
+        return 0, 0, self._m.ffi.buffer(out, out_len[0])[:]
 
     def submit_ecdsa(self, key: Key, digest: bytes, tag: int) -> int:
         rc: int = self._lib.qatpy_submit_ecdsa(self._ptr, key._ptr, digest, len(digest), tag)

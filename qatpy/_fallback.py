@@ -108,8 +108,12 @@ class FallbackPolicy:
     def reroutes(self, status: int) -> bool:
         return self.policy != "never" and status in FALLBACK_REASONS
 
-    def reroute(self, op: Operation, target: Any, index: int, reason: str) -> None:
-        """Re-run one operation in software (per-op fallback), counted by reason."""
+    def sign_instead(self, op: Operation, reason: str) -> bytes:
+        """Re-run a blocking sign() in software on this thread, counted by reason."""
+        self._count(reason)
+        return self._sw().sign(op)
+
+    def _count(self, reason: str) -> None:
         count = self._fallbacks.get(reason, 0) + 1
         self._fallbacks[reason] = count
         # The first of each reason is a warning; the rest are counted in stats().
@@ -120,6 +124,10 @@ class FallbackPolicy:
             reason,
             count,
         )
+
+    def reroute(self, op: Operation, target: Any, index: int, reason: str) -> None:
+        """Re-run one operation in software (per-op fallback), counted by reason."""
+        self._count(reason)
         try:
             self._sw().submit(op, target, indices=[index])
         except EngineClosedError as exc:

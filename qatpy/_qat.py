@@ -29,7 +29,7 @@ from ._backend import Operation
 from ._completion import DeviceFuture, FutureGroup, Item, deliver, fail_in_forked_child
 from ._errors import EngineClosedError, EngineForkedError
 from ._pending import MAX_BATCH, TAG_SHIFT, Request
-from ._status import CURVE_IDS, FALLBACK_REASONS, HASH_IDS, RsaEncoding, Submit, submit_error
+from ._status import CURVE_IDS, FALLBACK_REASONS, HASH_IDS, RsaEncoding, Status, Submit, completion_error, submit_error
 
 log = logging.getLogger("qatpy")
 
@@ -40,6 +40,8 @@ RSA_DEVICE_SIZES = (2048, 3072, 4096, 8192)
 SUBMIT_DRAIN_AT = 32
 
 _OK, _FULL, _CLOSED = int(Submit.OK), int(Submit.FULL), int(Submit.CLOSED)
+_ST_OK = int(Status.OK)
+_OP_RSA, _OP_ECDSA = int(_binding.native().lib.QATPY_OP_RSA), int(_binding.native().lib.QATPY_OP_ECDSA)
 _RAW, _PKCS1 = int(RsaEncoding.RAW), int(RsaEncoding.PKCS1)
 _NO_HANDLE = object()
 
@@ -60,6 +62,11 @@ class Rerouter(Protocol):
 
     def overflow(self, op: Operation, target: Any, indices: Sequence[int]) -> None:
         """Sign these operations in software: the device is at capacity."""
+        ...
+
+    def sign_instead(self, op: Operation, reason: str) -> bytes:
+        """Sign op's single operation in software on this thread (the device
+        failed it for `reason`)."""
         ...
 
 
@@ -196,6 +203,49 @@ class QatBackend:
 
     # -- submitting --------------------------------------------------------------
     def sign(self, op: Operation) -> bytes:
+        """One signature, this thread blocked in C until the device answers:
+        no tag, no ring, no future (qatpy_sign_wait).  Manual polling, and a
+        device with every request slot busy, take the general path."""
+        if self._manual:
+            return self._sign_by_future(op)
+        enc, blob, _ = self._inputs(op)
+        kind = _OP_ECDSA if type(op.spec) is _ops.EcSpec else _OP_RSA
+        pending = self._pending
+        with pending.lock:
+            if self._closed:
+                raise EngineClosedError("engine is closed")
+            self._submitted += 1
+            self._inflight += 1
+            self._active += 1
+        st = _CLOSED  # if the call below never returns a status: nothing was queued
+        try:
+            handle = self._handles[id(op.owner)]
+            assert handle is not None  # accepts() said yes before any sign
+            st, cpa, sig = self._device.sign_wait(handle, kind, enc, HASH_IDS[op.spec.hash_name], blob)
+        finally:
+            with pending.lock:
+                self._inflight -= 1
+                self._active -= 1
+                if st >= 0:
+                    self._completed += 1
+                else:
+                    self._submitted -= 1  # nothing was queued
+                if self._active == 0 and self._closed:
+                    pending.changed.notify_all()
+        if st == _ST_OK:
+            return sig
+        if st == _FULL:
+            return self._sign_by_future(op)  # waits for a slot, or overflows (the general path)
+        if st < 0:
+            raise submit_error(st)
+        rr = self.rerouter
+        if rr is not None and rr.reroutes(st):
+            return rr.sign_instead(op, FALLBACK_REASONS[st])
+        with pending.lock:
+            self._failed += 1
+        raise completion_error(st, cpa)
+
+    def _sign_by_future(self, op: Operation) -> bytes:
         fut = self.sign_future(op)
         self._wait_for(fut, None)
         result: bytes = fut.result()

@@ -169,6 +169,19 @@ int qatpy_submit_rsa(qatpy_device *dev, qatpy_key *key, int encoding, int hash_i
 int qatpy_submit_ecdsa(qatpy_device *dev, qatpy_key *key, const uint8_t *digest,
                        size_t digest_len, uint64_t tag);
 
+/* One operation, and this thread waits for it: no tag, no ring, no drain.
+ * op is QATPY_OP_RSA (encoding and hash_id as qatpy_submit_rsa) or
+ * QATPY_OP_ECDSA (input = the digest).  Returns a QATPY_ST_* with the
+ * result in out[0 .. *out_len) (out_cap >= QATPY_MAX_RESULT) and the cpa
+ * status in *cpa_status, or a negative QATPY_SUBMIT_* when nothing was
+ * queued (FULL: no free request slot).  Blocking: call without the GIL
+ * (cffi releases it); in MANUAL mode another thread must poll. */
+#define QATPY_OP_RSA 1
+#define QATPY_OP_ECDSA 2
+int qatpy_sign_wait(qatpy_key *key, int op, int encoding, int hash_id, const uint8_t *input,
+                    size_t input_len, uint8_t *out, size_t out_cap, size_t *out_len,
+                    int32_t *cpa_status);
+
 /* Completions.  qatpy_drain copies up to `max` completions; the result bytes
  * of out[i] go to results + i * stride (stride >= QATPY_MAX_RESULT). */
 size_t qatpy_drain(qatpy_device *dev, qatpy_completion *out, uint8_t *results, size_t stride,

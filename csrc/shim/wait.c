@@ -103,3 +103,15 @@ int qps_sign_wait(struct qatpy_key *key, int op, int encoding, int hash_id, cons
     pthread_mutex_destroy(&w.m);
     return rc;
 }
+
+_Static_assert(QATPY_OP_RSA == QPS_OP_RSA && QATPY_OP_ECDSA == QPS_OP_ECDSA, "one numbering");
+
+int qatpy_sign_wait(qatpy_key *key, int op, int encoding, int hash_id, const uint8_t *input,
+                    size_t input_len, uint8_t *out, size_t out_cap, size_t *out_len,
+                    int32_t *cpa_status)
+{
+    if (key && qps_forked(key->dev))
+        return QATPY_SUBMIT_CLOSED;
+    return qps_sign_wait(key, op, encoding, hash_id, input, input_len, out, out_cap, out_len,
+                         cpa_status);
+}
