@@ -122,6 +122,7 @@ struct tally {
     size_t n;             /* tags 0..n-1 expected */
     uint8_t *seen;        /* times each tag completed */
     int32_t *status;
+    int32_t *cpa;
     uint8_t (*result)[QATPY_MAX_RESULT];
     uint32_t *len;
     uint32_t *inst;
@@ -134,6 +135,7 @@ static void tally_init(struct tally *t, size_t n, bool keep_results)
     t->n = n;
     t->seen = calloc(n, 1);
     t->status = calloc(n, sizeof *t->status);
+    t->cpa = calloc(n, sizeof *t->cpa);
     t->len = calloc(n, sizeof *t->len);
     t->inst = calloc(n, sizeof *t->inst);
     t->result = keep_results ? calloc(n, QATPY_MAX_RESULT) : NULL;
@@ -143,6 +145,7 @@ static void tally_free(struct tally *t)
 {
     free(t->seen);
     free(t->status);
+    free(t->cpa);
     free(t->len);
     free(t->inst);
     free(t->result);
@@ -166,6 +169,7 @@ static size_t drain_into(qatpy_device *dev, struct tally *t)
         if (t->seen[tag]++)
             t->dup++;
         t->status[tag] = c[i].status;
+        t->cpa[tag] = c[i].cpa_status;
         t->len[tag] = c[i].len;
         t->inst[tag] = c[i].instance;
         if (t->result)
@@ -783,8 +787,9 @@ static void test_deadline_single(int mode)
 }
 
 /* A slow device: on-device requests time out (zombies), queued ones time
- * out in the queue; every late answer is dropped and counted, nothing is
- * completed twice, and the slots, bufsets and in-flight units come back. */
+ * out in the queue or fail at once once zombies fill every slot; every late
+ * answer is dropped and counted, nothing is completed twice, and the slots,
+ * bufsets and in-flight units come back. */
 static void test_deadline_late(void)
 {
     qatpy_sim_knob_reset();
@@ -805,8 +810,15 @@ static void test_deadline_late(void)
         CHECK(rc == QATPY_SUBMIT_OK, "submit %d", rc);
     }
     collect(dev, &t, N, 5, false);
-    CHECK(t.got == N && count_status(&t, QATPY_ST_TIMEOUT) == N, "all %d TIMEOUT: got %zu, %zu",
-          N, t.got, count_status(&t, QATPY_ST_TIMEOUT));
+    /* Queued ones time out in the queue, or fail at once when zombies hold
+     * every slot of both instances before their own deadline comes. */
+    size_t timeouts = count_status(&t, QATPY_ST_TIMEOUT);
+    size_t unavailable = count_status(&t, QATPY_ST_UNAVAILABLE);
+    size_t resource = 0;
+    for (size_t i = 0; i < N; i++)
+        resource += t.status[i] == QATPY_ST_UNAVAILABLE && t.cpa[i] == CPA_STATUS_RESOURCE;
+    CHECK(t.got == N && timeouts >= 8 && timeouts + unavailable == N && resource == unavailable,
+          "%d settled: got %zu, %zu TIMEOUT, %zu UNAVAILABLE", N, t.got, timeouts, unavailable);
     qatpy_stats_t s = stats(dev);
     uint64_t zombies = s.inflight_now;
     CHECK(zombies == 8 && s.unhealthy_instances == 2, "zombies %llu unhealthy %u",
@@ -835,9 +847,10 @@ static void test_deadline_late(void)
         bad += t2.status[i] != QATPY_ST_OK ||
                ECDSA_verify(0, dg, 48, t2.result[i], (int)t2.len[i], ek.ec) != 1;
     CHECK(t2.got == N && t2.dup == 0 && bad == 0, "after: got %zu bad %zu", t2.got, bad);
-    printf("  %d TIMEOUT (%llu zombies on the device, the rest in the queue), %llu late answers "
-           "dropped, then %d ok\n",
-           N, (unsigned long long)zombies, (unsigned long long)s.late_answers, N);
+    printf("  %zu TIMEOUT (%llu zombies on the device, the rest in the queue), %zu failed at "
+           "once (zombies in every slot), %llu late answers dropped, then %d ok\n",
+           timeouts, (unsigned long long)zombies, unavailable, (unsigned long long)s.late_answers,
+           N);
     qatpy_key_release(ek.key);
     qatpy_key_release(rk.key);
     close_dev(dev);
