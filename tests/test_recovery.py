@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import qatpy
+from qatpy._soak import run_recovery_soak
 
 ECDSA = ec.ECDSA(hashes.SHA256())
 
@@ -107,3 +108,16 @@ def test_every_instance_unusable_fails_fast(ec_keys, wait_healthy):
         st = eng.stats()
         assert st["fallbacks"] == {"submit_error": 1, "deadline": 4, "device_unavailable": 40}
         assert st["instance_healthy"] == [False, False] and st["device"]["fast_fails"] == 40
+
+
+def test_short_recovery_soak():
+    """8,000 operations on one instance with 8 slots, 1 answer in 500 lost: nothing lost, duplicated or wrong, and under 5% wait for a deadline."""
+    r = run_recovery_soak(8_000, lost_ppm=2000, deadline=0.5)
+    assert (r["lost"], r["duplicated"], r["wrong_signatures"]) == (0, 0, 0), r
+    assert r["ok"] == r["ops"] >= 7_900, r
+    assert r["lost_answers"] >= 8 and r["device"]["instance_restarts"] >= 1, r
+    # Without recovery the 8th lost answer (about op 4,000) would hold the
+    # last slot and every later operation would wait out its deadline (~50%).
+    assert r["deadline_fraction"] < 0.05, r
+    assert r["device"]["recovered_slots"] >= 1, r
+    assert (r["leaked_dma_allocs"], r["key_freed_unwiped"], r["refused_non_dma"]) == (0, 0, 0), r
