@@ -64,6 +64,17 @@ CpaStatus icp_sal_CyPollInstance(CpaInstanceHandle instanceHandle, Cpa32U respon
 CpaStatus icp_sal_CyGetFileDescriptor(CpaInstanceHandle instanceHandle, int *fd);
 CpaStatus icp_sal_CyPutFileDescriptor(CpaInstanceHandle instanceHandle, int fd);
 
+/* libqat.so.4: device events and the heartbeat (icp_sal_user.h), optional
+ * at run time.  check_* return CPA_STATUS_UNSUPPORTED where the heartbeat
+ * is not available (a VM, no driver heartbeat files) and FAIL for a device
+ * found unresponsive, which the driver then restarts; packageId is
+ * CpaInstanceInfo2.physInstId.packageId.  Instances learn of a restart
+ * through their notification callbacks, called only from inside
+ * icp_sal_poll_device_events (not thread-safe, not reentrant). */
+CpaStatus icp_sal_poll_device_events(void);
+CpaStatus icp_sal_check_device(Cpa32U packageId);
+CpaStatus icp_sal_check_all_devices(void);
+
 /* libusdm.so.0: DMA-able memory */
 void *qaeMemAllocNUMA(size_t size, int node, size_t phys_alignment_byte);
 void qaeMemFreeNUMA(void **ptr);

@@ -336,14 +336,19 @@ def _exit_at_once_on_sigint(command: str) -> None:
 
 
 def _cmd_soak(args: argparse.Namespace) -> int:
-    from ._soak import run_soak
+    from ._soak import run_recovery_soak, run_soak
 
     _exit_at_once_on_sigint("soak")
     # The soak injects faults on purpose; the report counts the fallbacks they
     # cause, so the library's first-of-each-kind warnings would only be noise.
     logging.getLogger("qatpy").setLevel(logging.ERROR)
     _start_engine("sim").close()  # an unusable simulated device is one line, not a traceback
-    report = run_soak(args.ops, threads=args.threads, ppm=args.ppm, seed=args.seed)
+    if args.recovery:
+        lost = 1000 if args.ppm is None else args.ppm
+        report = run_recovery_soak(args.ops, lost_ppm=lost, threads=args.threads, seed=args.seed)
+    else:
+        ppm = 20_000 if args.ppm is None else args.ppm
+        report = run_soak(args.ops, threads=args.threads, ppm=ppm, seed=args.seed)
     print(json.dumps(report, indent=2), flush=True)
     bad = {
         k: report[k]
@@ -390,7 +395,17 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     kp = sub.add_parser("soak", help="fault soak on the simulated device; exit 1 on any lost/duplicated/wrong result")
     kp.add_argument("--ops", type=_positive_int, default=1_000_000, help="operations to run (default 1000000)")
     kp.add_argument("--threads", type=_positive_int, default=3, help="submitting threads (default 3)")
-    kp.add_argument("--ppm", type=_ppm, default=20_000, help="probability of each fault kind, per million")
+    kp.add_argument(
+        "--ppm",
+        type=_ppm,
+        default=None,
+        help="probability of each fault kind, per million (default 20000; --recovery: of a lost answer, default 1000)",
+    )
+    kp.add_argument(
+        "--recovery",
+        action="store_true",
+        help="lost answers only, one instance with 8 slots: how few operations wait for a deadline",
+    )
     kp.add_argument("--seed", type=_int, default=1, help="seed of the fault generator (default 1)")
     from . import _launcher
 

@@ -70,6 +70,14 @@ class Rerouter(Protocol):
         ...
 
 
+def _to_software(target: Any) -> None:
+    """A future the device gave up on is resolved by software now: its
+    waiters must wait on the future itself, as the device's completions will
+    not announce it (a failed-fast operation is then as quick as software)."""
+    if type(target) is DeviceFuture:
+        target._waiter = None
+
+
 def _be(n: int, length: int | None = None) -> bytes:
     return n.to_bytes(length if length is not None else max(1, (n.bit_length() + 7) // 8), "big")
 
@@ -371,6 +379,7 @@ class QatBackend:
                 if rr is not None and rr.overflows:
                     self._forget(rid, n - done)
                     log.debug("qatpy: %s at capacity: %d operations overflow to software", self.name, n - done)
+                    _to_software(target)
                     rr.overflow(op, target, range(done, n))
                     return n
                 if not block:
@@ -415,6 +424,7 @@ class QatBackend:
     def reroute(self, req: Request, index: int, status: int) -> None:
         """Outside the lock: hand a failed operation to the fallback policy."""
         assert self.rerouter is not None
+        _to_software(req.target)
         self.rerouter.reroute(req.op, req.target, index, FALLBACK_REASONS[status])
 
     # -- waiting -----------------------------------------------------------------
@@ -445,8 +455,8 @@ class QatBackend:
                 continue
             seen = dev.seq()
             delivery.drain(caller=True)
-            if fut.done():
-                return
+            if fut.done() or (type(fut) is DeviceFuture and fut._waiter is None):
+                return  # done, or software has it (the caller's result() waits for that)
             step = 20_000_000 if left is None else min(20_000_000, int(left * 1e9))
             dev.wait(seen, step)
 

@@ -68,6 +68,7 @@ class Status(enum.IntEnum):
     CLOSED = _lib.QATPY_ST_CLOSED
     VERIFY_FAIL = _lib.QATPY_ST_VERIFY_FAIL
     TIMEOUT = _lib.QATPY_ST_TIMEOUT
+    UNAVAILABLE = _lib.QATPY_ST_UNAVAILABLE
 
 
 class Submit(enum.IntEnum):
@@ -204,6 +205,7 @@ FALLBACK_REASONS: Final[dict[int, str]] = {
     Status.SUBMIT_FAIL: "submit_error",
     Status.VERIFY_FAIL: "verify_failed",
     Status.TIMEOUT: "deadline",
+    Status.UNAVAILABLE: "device_unavailable",
 }
 
 
@@ -215,6 +217,8 @@ def completion_error(status: int, cpa_status: int) -> BaseException:
         return VerificationError("the device returned a signature that does not verify", cpa_status)
     if status == Status.TIMEOUT:
         return DeadlineExceededError("the device did not answer before the deadline", cpa_status)
+    if status == Status.UNAVAILABLE:
+        return cpa_error(cpa_status, "no usable device instance (restarting, or all slots held by unanswered requests)")
     return cpa_error(cpa_status, "submit" if status == Status.SUBMIT_FAIL else "device")
 
 

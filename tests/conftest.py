@@ -7,6 +7,7 @@ QAT device (``sim``), so the same assertions prove both paths.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,19 @@ def engine(backend: str):
     with qatpy.Engine(backend) as eng:
         assert eng.backend == backend, eng.fallback_reason
         yield eng
+
+
+@pytest.fixture
+def wait_healthy():
+    """wait(eng): poll (bounded, 10 s) until every instance of a device engine is routed to again."""
+
+    def wait(eng: qatpy.Engine, timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout
+        while not all(eng.stats()["instance_healthy"]):
+            assert time.monotonic() < end, eng.stats()["device"]
+            time.sleep(0.005)
+
+    return wait
 
 
 @pytest.fixture

@@ -260,6 +260,19 @@ class Device:
                 time.sleep(0.0002)
             assert time.monotonic() < deadline, f"only {len(self.done)}/{count} completions"
 
+    def events(self) -> int:
+        """icp_sal_poll_device_events: notifications run on this thread."""
+        return int(self.qat.icp_sal_poll_device_events())
+
+    def events_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Poll the device events (and the first instance) until `done()`."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert self.events() == SUCCESS
+            self.poll()
+            time.sleep(0.001)
+            assert time.monotonic() < deadline, "device events did not arrive"
+
     def close(self) -> None:
         for h in self.handles:
             self.qat.cpaCyStopInstance(h)

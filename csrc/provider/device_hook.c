@@ -126,6 +126,8 @@ static int map_status(int rc)
     case QATPY_ST_CLOSED:
     case QATPY_SUBMIT_CLOSED:
         return QPV_DEV_CLOSED;
+    case QATPY_ST_UNAVAILABLE: /* no usable instance (recovering): failed at once */
+        return QPV_DEV_UNAVAILABLE;
     default: /* DEVICE_FAIL, SUBMIT_FAIL, BADARG, BADKEY */
         return QPV_DEV_ERROR;
     }

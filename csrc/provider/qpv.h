@@ -169,7 +169,8 @@ enum {
     QPV_DEV_VERIFY = 3,      /* the device's result did not verify */
     QPV_DEV_DEADLINE = 4,    /* no answer within the engine's deadline */
     QPV_DEV_CLOSED = 5,      /* the device is shut down (its engines closed) */
-    QPV_DEV_OVERFLOW = 6     /* every request slot busy and the policy overflows */
+    QPV_DEV_OVERFLOW = 6,    /* every request slot busy and the policy overflows */
+    QPV_DEV_UNAVAILABLE = 7  /* no usable instance now (recovering): failed at once */
 };
 
 /* 1 if the device could take this signature at all (key size, curve,

@@ -399,6 +399,8 @@ static int device_reason(int rc)
         return QATPY_ECNT_FB_ENGINE_CLOSED;
     case QPV_DEV_OVERFLOW:
         return QATPY_ECNT_FB_OVERFLOW;
+    case QPV_DEV_UNAVAILABLE:
+        return QATPY_ECNT_FB_DEVICE_UNAVAILABLE;
     default:
         return QATPY_ECNT_FB_DEVICE_ERROR;
     }

@@ -8,8 +8,9 @@
  * to the poller's thread-local batch; nothing else.  They never poll, never
  * submit, never take a lock, never sleep.  After the poll call returns the
  * poller hands the batch over (bufsets, in-flight units, ring, wake-ups).
- * An ECDSA result with multiplyStatus FALSE goes to the instance's redo
- * list and is resubmitted with a fresh k by the poller, outside the call.
+ * An ECDSA result with multiplyStatus FALSE, and a request a reset failed
+ * (finish_failed), go to the instance's redo list and are resubmitted (with
+ * a fresh k) by the poller, outside the call.
  */
 #include <string.h>
 
@@ -65,6 +66,15 @@ static void verify_result(struct qatpy_device *dev, struct qps_req *req)
     atomic_fetch_add(&dev->st.verify_failures, 1);
 }
 
+/* A zombie's late answer, dropped.  A FAIL one is a reset giving its slot
+ * back (recover.c): the request was never answered. */
+static void count_late(struct qatpy_device *dev, const struct qps_req *req)
+{
+    atomic_fetch_add(&dev->st.late_answers, 1);
+    if (req->cpa_status != CPA_STATUS_SUCCESS)
+        atomic_fetch_add(&dev->st.recovered_slots, 1);
+}
+
 /* End of a device round trip: status and result are in req; hand the
  * bufset and in-flight unit back and complete it (or park it for a fresh k).
  * Inside qps_poll_instance this is deferred to qps_flush_batch. */
@@ -89,7 +99,7 @@ static void finish(struct qps_inst *inst, struct qps_req *req, int status, int c
     atomic_store(&inst->timed_out, 0); /* it answered */
     qps_inst_release(inst, req);
     if (req->late) {
-        atomic_fetch_add(&inst->dev->st.late_answers, 1);
+        count_late(inst->dev, req);
         qps_zombie_gone(inst, req);
     } else if (redo) {
         redo_push(inst, req);
@@ -132,7 +142,7 @@ static void flush_batch(struct qps_batch *b)
         r->next = NULL;
         if (r->late) {
             /* Answer to a request already completed as TIMEOUT: dropped. */
-            atomic_fetch_add(&dev->st.late_answers, 1);
+            count_late(dev, r);
             qps_zombie_gone(inst, r);
         } else if (r->redo) {
             r->next = redo;
@@ -161,10 +171,22 @@ static bool claim_answer(struct qps_req *req)
     return atomic_exchange(&req->claim, QPS_CLAIM_ANSWERED) != QPS_CLAIM_TIMEDOUT;
 }
 
-static void finish_late(struct qps_req *req)
+static void finish_late(struct qps_req *req, CpaStatus status)
 {
     req->late = true;
-    finish(req->inst, req, QATPY_ST_TIMEOUT, 0, false);
+    finish(req->inst, req, QATPY_ST_TIMEOUT, status, false);
+}
+
+/* A FAIL while the instance is being reset is its error state failing what
+ * was in flight, not an answer (recover.c): the request goes to the device
+ * again, on a usable instance (through the redo list), instead of failing. */
+static void finish_failed(struct qps_req *req, CpaStatus status)
+{
+    struct qps_inst *inst = req->inst;
+    bool again = qps_inst_restarting(inst);
+    if (again)
+        atomic_fetch_add(&req->dev->st.restart_requeued, 1);
+    finish(inst, req, QATPY_ST_DEVICE_FAIL, status, again);
 }
 
 void qps_rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out)
@@ -174,11 +196,11 @@ void qps_rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out)
     struct qps_req *req = tag;
     tl_callbacks++;
     if (!claim_answer(req)) {
-        finish_late(req);
+        finish_late(req, status);
         return;
     }
     if (status != CPA_STATUS_SUCCESS) {
-        finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
+        finish_failed(req, status);
         return;
     }
     /* Output is right-aligned in a 2*half buffer; the signature is the last
@@ -198,11 +220,11 @@ void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multipl
     uint32_t len = req->in_len;
     tl_callbacks++;
     if (!claim_answer(req)) {
-        finish_late(req);
+        finish_late(req, status);
         return;
     }
     if (status != CPA_STATUS_SUCCESS) {
-        finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
+        finish_failed(req, status);
         return;
     }
     const uint8_t *r = req->buf + QPS_EC_R_OFF;

@@ -121,6 +121,7 @@ void qps_dev_unref(struct qatpy_device *dev)
     pthread_mutex_destroy(&dev->ring_lock);
     pthread_cond_destroy(&dev->ring_cond);
     pthread_mutex_destroy(&dev->key_lock);
+    pthread_mutex_destroy(&dev->events_lock);
     free(dev);
 }
 
@@ -142,6 +143,7 @@ static struct qatpy_device *dev_new(void)
     pthread_cond_init(&dev->ring_cond, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&dev->key_lock, NULL);
+    pthread_mutex_init(&dev->events_lock, NULL);
     return dev;
 }
 
@@ -292,8 +294,8 @@ int qatpy_device_open(const qatpy_config *cfg, qatpy_device **out, char *err, si
 
 static bool dev_idle(struct qatpy_device *dev)
 {
-    /* Zombies wait for an answer that may never come: stopping the instance
-     * is what releases them, so they do not hold up shutdown. */
+    /* Zombies wait for an answer that may never come: shutdown releases them
+     * after icp_sal_userStop (step 6), so they do not hold it up. */
     if (atomic_load(&dev->inflight_total) > atomic_load(&dev->zombies_total) ||
         atomic_load(&dev->pend_count))
         return false;
@@ -339,11 +341,23 @@ void qatpy_device_shutdown(qatpy_device *dev, int64_t timeout_ns)
         sched_yield();
     qps_stop_threads(dev);
 
-    /* 4. Stop the instances: after cpaCyStopInstance no callback is
-     *    delivered, so the buffers of requests still on the device are ours. */
+    /* 4. Stop the instances.  That does not take requests off the device
+     *    (qatlib 26.08 only marks an instance stopped): what is in flight
+     *    stays in the rings until icp_sal_userStop tears them down, and no
+     *    callback comes because nothing polls any more (step 3). */
     qps_stop_instances(dev);
 
-    /* 5. Every request still owned by the shim completes exactly once, CLOSED.
+    /* 5. Release the process-wide start: after this the device cannot touch
+     *    a request's buffers or key copies any more. */
+    qps_global_lock();
+    if (dev->user_started)
+        qps_lib.icp_sal_userStop();
+    dev->user_started = false;
+    if (qps_open_dev == dev)
+        qps_open_dev = NULL;
+    qps_global_unlock();
+
+    /* 6. Every request still owned by the shim completes exactly once, CLOSED.
      *    Only this thread touches slots now (no threads, no submitters, no
      *    pollers); drainers only touch DONE slots. */
     for (uint32_t i = 0; i < dev->nslots; i++) {
@@ -351,8 +365,8 @@ void qatpy_device_shutdown(qatpy_device *dev, int64_t timeout_ns)
         int s = atomic_load(&req->state);
         if (s == QPS_SLOT_ONDEV && req->deadline &&
             atomic_load(&req->claim) == QPS_CLAIM_TIMEDOUT) {
-            /* A zombie: TIMEOUT was delivered already; the stopped instance
-             * gives back its buffer and the device's hold. */
+            /* A zombie: TIMEOUT was delivered already; the device is gone,
+             * so it gives back its buffer and the device's hold. */
             struct qps_inst *inst = req->inst;
             if (inst->stop_failed) {
                 atomic_fetch_sub(&dev->inflight_total, 1);
@@ -389,15 +403,6 @@ void qatpy_device_shutdown(qatpy_device *dev, int64_t timeout_ns)
         atomic_store(&inst->redo_count, 0);
         pthread_mutex_unlock(&inst->lock);
     }
-
-    /* 6. Release the process-wide start. */
-    qps_global_lock();
-    if (dev->user_started)
-        qps_lib.icp_sal_userStop();
-    dev->user_started = false;
-    if (qps_open_dev == dev)
-        qps_open_dev = NULL;
-    qps_global_unlock();
 
     dev->stage = QPS_STAGE_CLOSED;
     pthread_mutex_lock(&dev->ring_lock);

@@ -1,5 +1,5 @@
 /*
- * Dispatch: a request goes to the least-loaded healthy instance
+ * Dispatch: a request goes to the least-loaded usable instance
  * (reservation), with a fresh ECDSA nonce, or waits in the device's pending
  * FIFO (backpressure) until an instance has room.
  *
@@ -52,33 +52,45 @@ static int rng_buffered(uint8_t *out, size_t len)
  * requests completes in the meantime (1 ms: a ring drains far sooner). */
 #define QPS_RETRY_HOLD_NS 1000000ULL
 
-/* Least loaded healthy instance under the cap; an instance that answered
+/* Least loaded usable instance under the cap; an instance that answered
  * RETRY is skipped until one of its requests completes (or it is empty).
  * Ties rotate so equal instances share the load.  Returns with one unit of
  * the instance's in-flight taken.
  *
- * Instances marked timed_out (a request missed its deadline there) are
- * routed around while any other healthy instance exists.  When every
- * instance that is not RESTARTING/fatal is timed out, the one whose last
- * timeout is oldest still gets work: that is how a single-instance device,
- * or one that lost a single response, gets the chance to answer and rejoin
- * (each such request is bounded by its own deadline).  Only when every
- * instance is RESTARTING or fatal does a request fail at once. */
-static struct qps_inst *reserve(struct qatpy_device *dev, bool *any_healthy)
+ * Usable: not RESTARTING, not fatal, and not every slot held by zombies
+ * (requests past their deadline the device still holds: no answer will
+ * free those until the device answers late or a reset fails them,
+ * recover.c).  Instances marked timed_out (a request missed its deadline
+ * there) are routed around while any other usable instance exists.  When
+ * every usable instance is timed out, the one whose last timeout is oldest
+ * still gets work: that is how a single-instance device, or one that lost
+ * a single response, gets the chance to answer and rejoin (each such
+ * request is bounded by its own deadline).
+ *
+ * NULL with *why 0: usable instances exist but are busy (queue the request).
+ * NULL with *why a CpaStatus: none is usable -- RESTARTING if one is being
+ * reset, else RESOURCE if zombies fill one, else FATAL -- and the request
+ * fails at once instead of waiting out its deadline in the queue. */
+static struct qps_inst *reserve(struct qatpy_device *dev, int *why)
 {
     uint32_t n = dev->ninst;
     uint32_t start = atomic_fetch_add_explicit(&dev->rr, 1, memory_order_relaxed) % n;
-    *any_healthy = false;
     for (;;) {
         struct qps_inst *best = NULL, *probe = NULL;
         uint32_t best_load = UINT32_MAX, probe_load = 0;
         uint64_t probe_fail = UINT64_MAX;
-        bool any_good = false;
+        bool any_good = false, any_usable = false, any_restarting = false, any_full = false;
         for (uint32_t j = 0; j < n; j++) {
             struct qps_inst *inst = &dev->inst[(start + j) % n];
-            if (!atomic_load(&inst->healthy))
+            if (!atomic_load(&inst->healthy)) {
+                any_restarting |= !atomic_load(&inst->fatal);
                 continue;
-            *any_healthy = true;
+            }
+            if (atomic_load(&inst->zombies) >= dev->cap) {
+                any_full = true;
+                continue;
+            }
+            any_usable = true;
             uint32_t load = atomic_load(&inst->inflight);
             /* After a RETRY, wait for one of the instance's requests to
              * complete -- but not forever: the requests still counted in
@@ -105,8 +117,13 @@ static struct qps_inst *reserve(struct qatpy_device *dev, bool *any_healthy)
             best = probe;
             best_load = probe_load;
         }
-        if (!best)
+        if (!best) {
+            *why = any_usable       ? 0
+                   : any_restarting ? CPA_STATUS_RESTARTING
+                   : any_full       ? CPA_STATUS_RESOURCE
+                                    : CPA_STATUS_FATAL;
             return NULL;
+        }
         if (atomic_compare_exchange_weak(&best->inflight, &best_load, best_load + 1)) {
             uint64_t total = atomic_fetch_add(&dev->inflight_total, 1) + 1;
             uint64_t m = atomic_load(&dev->st.inflight_max);
@@ -140,13 +157,14 @@ enum { QPS_D_OK, QPS_D_NOCAP, QPS_D_RETRY, QPS_D_DONE };
 
 static int dispatch(struct qatpy_device *dev, struct qps_req *req)
 {
-    bool any_healthy;
-    struct qps_inst *inst = reserve(dev, &any_healthy);
+    int why = 0;
+    struct qps_inst *inst = reserve(dev, &why);
     if (!inst) {
-        if (any_healthy)
+        if (!why)
             return QPS_D_NOCAP;
-        /* Every instance is restarting or dead: fail now so Python can fall back. */
-        qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, CPA_STATUS_RESTARTING);
+        /* No usable instance: fail now so the fallback policy runs it. */
+        atomic_fetch_add(&dev->st.fast_fails, 1);
+        qps_complete(dev, req, QATPY_ST_UNAVAILABLE, why);
         return QPS_D_DONE;
     }
     /* Not yet visible to the checker (linked below) and no answer pending. */
@@ -242,6 +260,8 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
         return QPS_D_RETRY;
     }
     qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, st);
+    if (st == CPA_STATUS_RESTARTING)
+        qps_poll_device_events(dev, true); /* learn of the reset now: route around it */
     return QPS_D_DONE;
 }
 

@@ -140,6 +140,7 @@ void qatpy_engine_stats(qatpy_engine *e, qatpy_engine_stats_t *out)
     out->fallback_verify_failed = v[QATPY_ECNT_FB_VERIFY_FAILED];
     out->fallback_deadline = v[QATPY_ECNT_FB_DEADLINE];
     out->fallback_overflow = v[QATPY_ECNT_FB_OVERFLOW];
+    out->fallback_device_unavailable = v[QATPY_ECNT_FB_DEVICE_UNAVAILABLE];
     out->closed = (uint32_t)atomic_load(&e->closed);
     out->has_device = e->dev != NULL;
     out->refs = atomic_load(&e->refs);

@@ -10,6 +10,8 @@
 
 /* ---- instance notification (RESTARTING / RESTARTED) --------------------- */
 
+/* qatlib calls this only from inside icp_sal_poll_device_events, on the
+ * thread that called it (recover.c). */
 static void notify_cb(const CpaInstanceHandle h, void *tag, const CpaInstanceEvent ev)
 {
     (void)h;
@@ -19,6 +21,7 @@ static void notify_cb(const CpaInstanceHandle h, void *tag, const CpaInstanceEve
         atomic_store(&inst->healthy, 0);
         break;
     case CPA_INSTANCE_EVENT_RESTARTED:
+        atomic_fetch_add(&inst->dev->st.instance_restarts, 1);
         if (!atomic_load(&inst->fatal))
             atomic_store(&inst->healthy, 1);
         atomic_store(&inst->timed_out, 0); /* a fresh start: rejoin */
@@ -316,6 +319,7 @@ int qps_instances_open(struct qatpy_device *dev, uint32_t max_instances, char *e
         }
         /* nodeAffinity is a small NUMA node number; anything odd -> any node. */
         inst->node = info.nodeAffinity < 4096 ? (int)info.nodeAffinity : NUMA_ANY_NODE;
+        inst->package = info.physInstId.packageId;
         if (qps_lib.cpaCyInstanceSetNotificationCb)
             qps_lib.cpaCyInstanceSetNotificationCb(inst->h, notify_cb, inst);
         rc = inst_alloc_dma(dev, inst, err, errlen);

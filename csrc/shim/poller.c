@@ -20,9 +20,11 @@
 #include "shim_internal.h"
 
 #define EVENT_WAIT_MS 10
-/* An instance whose only in-flight requests are timed-out zombies is polled
- * this often (a timed park), to notice a late answer without spinning. */
-#define ZOMBIE_POLL_NS 1000000ULL
+/* An instance whose only in-flight requests are timed-out zombies, or that
+ * is being reset, is polled this often (a timed park): to notice a late
+ * answer or a reset's FAIL completions, and to fetch the device events and
+ * make heartbeat checks (recover.c), without spinning. */
+#define PROBE_POLL_NS 1000000ULL
 /* A poller whose instance runs out of work within QPS_STREAM_MEMORY_NS of
  * serving a stream (at least QPS_LINGER_MIN_PEAK requests in flight at once)
  * keeps polling, at the poll delay, for QPS_LINGER_NS before it parks.  The stream's next requests then
@@ -72,7 +74,8 @@ void qps_wake_all(struct qatpy_device *dev)
         qps_wake_inst(&dev->inst[i]);
 }
 
-/* Returns true when it woke only to probe zombies: poll once, then park again. */
+/* Returns true when it woke only to probe (zombies, a reset): poll once,
+ * then park again. */
 static bool park(struct qps_inst *inst)
 {
     struct qatpy_device *dev = inst->dev;
@@ -81,10 +84,11 @@ static bool park(struct qps_inst *inst)
     atomic_store(&inst->parked, 1);
     while (!atomic_load(&dev->stop_threads) &&
            (atomic_load(&dev->poll_mode) == QATPY_POLL_MANUAL || !inst_has_work(inst))) {
-        if (atomic_load(&dev->poll_mode) != QATPY_POLL_MANUAL && atomic_load(&inst->zombies)) {
+        if (atomic_load(&dev->poll_mode) != QATPY_POLL_MANUAL &&
+            (atomic_load(&inst->zombies) || qps_inst_restarting(inst))) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t ns = (uint64_t)ts.tv_nsec + ZOMBIE_POLL_NS;
+            uint64_t ns = (uint64_t)ts.tv_nsec + PROBE_POLL_NS;
             ts.tv_sec += (time_t)(ns / 1000000000ULL);
             ts.tv_nsec = (long)(ns % 1000000000ULL);
             if (pthread_cond_timedwait(&inst->park_cond, &inst->park_lock, &ts) == ETIMEDOUT) {
@@ -182,7 +186,7 @@ static void *poll_main(void *arg)
                 idle_since = 0;
                 if (!probe)
                     continue;
-                mode = QATPY_POLL_TIMER; /* zombie probe: one poll, no event wait */
+                mode = QATPY_POLL_TIMER; /* probe: one poll, no event wait */
             }
             /* else linger: a stream of requests is likely to go on */
         } else {
@@ -196,6 +200,7 @@ static void *poll_main(void *arg)
             poll(&pfd, 1, ms_to_deadline(inst, EVENT_WAIT_MS));
         }
         int got = qps_poll_instance(inst);
+        qps_recover_tick(inst);
         int disp = qps_dispatch_pending(dev);
         if (got > 0) {
             avoid_submitter_cpu(inst);
@@ -264,8 +269,10 @@ int qatpy_poll(qatpy_device *dev)
         return 0;
     }
     int total = 0;
-    for (uint32_t i = 0; i < dev->ninst; i++)
+    for (uint32_t i = 0; i < dev->ninst; i++) {
         total += qps_poll_instance(&dev->inst[i]);
+        qps_recover_tick(&dev->inst[i]);
+    }
     qps_dispatch_pending(dev);
     atomic_fetch_sub(&dev->poll_active, 1);
     return total;

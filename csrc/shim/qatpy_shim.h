@@ -39,6 +39,9 @@
 #define QATPY_ST_CLOSED 3          /* device shut down before the request completed */
 #define QATPY_ST_VERIFY_FAIL 4     /* result did not pass the shim's check */
 #define QATPY_ST_TIMEOUT 5         /* deadline passed */
+#define QATPY_ST_UNAVAILABLE 6     /* failed at once, never sent: no usable instance (every one
+                                      restarting, fatal, or with all its slots held by requests
+                                      past their deadline); .cpa_status RESTARTING, RESOURCE or FATAL */
 
 /* ---- submit return codes (negative = nothing queued) ----------------- */
 #define QATPY_SUBMIT_OK 0
@@ -116,6 +119,13 @@ typedef struct {
     uint64_t late_answers;       /* device answers to timed-out requests, dropped */
     uint32_t unhealthy_instances; /* instances now routed around (timed out, restarting, fatal) */
     uint64_t poller_moves;       /* poll threads that left their submitter's CPU */
+    uint64_t heartbeat_checks;   /* icp_sal_check_device calls (an instance held timed-out requests) */
+    uint64_t heartbeat_failures; /* checks that found the device unresponsive (the driver restarts it) */
+    uint64_t instance_restarts;  /* RESTARTED notifications */
+    uint64_t recovered_slots;    /* timed-out requests a reset gave back (completed FAIL) */
+    uint64_t restart_requeued;   /* requests a reset failed, sent to the device again */
+    uint64_t fast_fails;         /* completed QATPY_ST_UNAVAILABLE at once */
+    uint32_t heartbeat_unsupported; /* 1: the library has no heartbeat here (not asked again) */
 } qatpy_stats_t;
 
 /* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
@@ -239,8 +249,9 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
  * none).  A request unanswered at its deadline completes with
  * QATPY_ST_TIMEOUT; if it was on the device its slot and DMA stay with the
  * shim until the device answers (the late answer is dropped and counted)
- * or the instance stops, and its instance is marked unhealthy until it
- * answers again or reports RESTARTED. */
+ * a reset fails it (the heartbeat check the shim then makes restarts an
+ * unresponsive device: recover.c), or the device shuts down; its instance
+ * is marked unhealthy until it answers again or reports RESTARTED. */
 /* 1 healthy, 0 routed around (timed out / restarting / fatal), -1 bad index. */
 int qatpy_instance_healthy(qatpy_device *dev, uint32_t index);
 
@@ -278,6 +289,7 @@ typedef struct {
     uint64_t fallback_verify_failed;
     uint64_t fallback_deadline;
     uint64_t fallback_overflow;       /* every request slot busy (fallback="on_error_or_overflow") */
+    uint64_t fallback_device_unavailable; /* no usable instance (all recovering): failed at once */
     uint32_t closed;
     uint32_t has_device;
     uint32_t refs;

@@ -78,6 +78,13 @@ void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out)
     out->timeouts = atomic_load(&c->timeouts);
     out->late_answers = atomic_load(&c->late_answers);
     out->poller_moves = atomic_load(&c->poller_moves);
+    out->heartbeat_checks = atomic_load(&c->heartbeat_checks);
+    out->heartbeat_failures = atomic_load(&c->heartbeat_failures);
+    out->instance_restarts = atomic_load(&c->instance_restarts);
+    out->recovered_slots = atomic_load(&c->recovered_slots);
+    out->restart_requeued = atomic_load(&c->restart_requeued);
+    out->fast_fails = atomic_load(&c->fast_fails);
+    out->heartbeat_unsupported = (uint32_t)atomic_load(&dev->hb_unsupported);
     uint32_t unhealthy = 0;
     if (!qps_forked(dev) && dev->inst)
         for (uint32_t i = 0; i < dev->ninst; i++)

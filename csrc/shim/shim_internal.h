@@ -18,7 +18,10 @@
  *     memory and drops the last device-struct reference.
  *   - USDM memory does not depend on icp_sal_userStart, so DMA may be
  *     freed after icp_sal_userStop; it must only outlive the last moment
- *     the device can touch it, i.e. cpaCyStopInstance of its instance.
+ *     the device can touch it: icp_sal_userStop (cpaCyStopInstance leaves
+ *     requests in the rings), or the completion of the request using it --
+ *     an answer, or the FAIL a reset's error state gives every request in
+ *     flight (recover.c).
  */
 #ifndef QATPY_SHIM_INTERNAL_H
 #define QATPY_SHIM_INTERNAL_H
@@ -51,7 +54,8 @@
     X(icp_sal_CyPollInstance)
 
 /* Looked up but optional: newer API (response mode, event fd) or calls the
- * shim can do without.  NULL pointer = not available ("HAS" = non-NULL). */
+ * shim can do without (device events and the heartbeat: recover.c).  NULL
+ * pointer = not available ("HAS" = non-NULL). */
 #define QPS_OPTIONAL_QAT(X)                                                                  \
     X(cpaGetNumInstances)                                                                    \
     X(cpaGetInstances)                                                                       \
@@ -62,7 +66,10 @@
     X(icp_sal_CyGetFileDescriptor)                                                           \
     X(icp_sal_CyPutFileDescriptor)                                                           \
     X(cpaCyRsaEncrypt)                                                                       \
-    X(cpaCyEcdsaVerify)
+    X(cpaCyEcdsaVerify)                                                                      \
+    X(icp_sal_poll_device_events)                                                            \
+    X(icp_sal_check_device)                                                                  \
+    X(icp_sal_check_all_devices)
 
 #define QPS_REQUIRED_USDM(X)                                                                 \
     X(qaeMemAllocNUMA)                                                                       \
@@ -251,6 +258,7 @@ struct qps_inst {
     CpaInstanceHandle h;
     CpaAccelerationServiceType svc; /* CRYPTO_ASYM or CRYPTO: what SetResponseMode needs */
     int node;
+    uint32_t package;          /* CpaInstanceInfo2.physInstId.packageId: icp_sal_check_device's */
     bool started;
     bool stop_failed;          /* cpaCyStopInstance failed: its DMA is leaked, never reused */
     _Atomic int healthy;       /* notification callback: RESTARTING -> 0, RESTARTED -> 1 */
@@ -274,6 +282,7 @@ struct qps_inst {
     _Atomic uint64_t next_deadline;    /* lower bound of their deadlines; UINT64_MAX none */
     _Atomic uint32_t zombies;          /* timed-out requests still on the device */
     _Atomic uint64_t last_fail_ns;     /* when a request last timed out here */
+    _Atomic uint64_t hb_next_ns;       /* no heartbeat check for this package before (recover.c) */
 
     pthread_t thread;
     bool thread_running;
@@ -326,6 +335,8 @@ struct qps_counters {
     _Atomic uint64_t inflight_max, polls, polls_empty, dma_allocs, dma_live;
     _Atomic uint64_t ecdsa_retries, drained_batches;
     _Atomic uint64_t verify_failures, timeouts, late_answers, poller_moves;
+    _Atomic uint64_t heartbeat_checks, heartbeat_failures, instance_restarts, recovered_slots;
+    _Atomic uint64_t restart_requeued, fast_fails;
 };
 
 struct qatpy_device {
@@ -380,6 +391,12 @@ struct qatpy_device {
     pthread_mutex_t key_lock;
     struct qatpy_key *keys;
 
+    /* recover.c: icp_sal_poll_device_events is not thread-safe (trylock). */
+    pthread_mutex_t events_lock;
+    _Atomic uint64_t events_last_ns;
+    _Atomic int events_again;    /* a forced call found the lock taken: call once more */
+    _Atomic int hb_unsupported;  /* the library said UNSUPPORTED once: never ask again */
+
     struct qps_counters st;
 };
 
@@ -394,6 +411,7 @@ struct qatpy_device {
  *   dispatch.c   instance reservation, dispatch, the pending FIFO
  *   callbacks.c  qatlib callbacks, the per-poll batch, verify-after-sign, ECDSA redo
  *   deadline.c   deadlines and zombies
+ *   recover.c    device events, heartbeat checks: recovering zombies' slots
  *   ring.c       the completion ring, drain, waits, the eventfd
  *   key.c        device-side keys
  *   encode.c     pure encodings (PKCS#1, DER, nonces), NIST curve constants
@@ -456,6 +474,16 @@ void qps_zombie_release(struct qatpy_device *dev, struct qps_req *req);
 /* A zombie leaves the device (late answer or instance stop): in-flight and
  * bufset already returned; drops the device's hold. */
 void qps_zombie_gone(struct qps_inst *inst, struct qps_req *req);
+
+/* recover.c: device events and the heartbeat */
+/* icp_sal_poll_device_events now (`force`), or if the last call is older
+ * than the interval; skipped while another thread is inside it. */
+void qps_poll_device_events(struct qatpy_device *dev, bool force);
+/* After each poll of a poll thread / qatpy_poll: a heartbeat check when the
+ * instance holds zombies (rate-limited), device events when due. */
+void qps_recover_tick(struct qps_inst *inst);
+/* RESTARTING seen and RESTARTED not yet: neither healthy nor fatal. */
+bool qps_inst_restarting(const struct qps_inst *inst);
 
 /* ring.c: the completion ring and its wake-ups */
 void qps_complete(struct qatpy_device *dev, struct qps_req *req, int status, int cpa_status);

@@ -30,6 +30,7 @@ QAT_SOURCES = (
     "lifecycle.c",
     "pipeline.c",
     "poll.c",
+    "heartbeat.c",
     "instances.c",
     "ops.c",
     "knobs.c",

@@ -166,7 +166,14 @@ CpaStatus cpaCyStopInstance(CpaInstanceHandle instanceHandle)
     sim_inst *in = sim_resolve(instanceHandle);
     if (in == NULL)
         return CPA_STATUS_INVALID_PARAM;
-    sim_inst_stop(in);
+    /* Like qatlib 26.08 (sal_crypto.c): only the started flag.  Requests in
+     * flight stay on the device and keep their ring slots (a lost one for
+     * good, until a reset or icp_sal_userStop), and a poll still delivers
+     * whatever answers come, stopped or not -- whatever qatlib's header
+     * promises about callbacks after stop. */
+    pthread_rwlock_wrlock(&in->state);
+    atomic_store(&in->started, 0);
+    pthread_rwlock_unlock(&in->state);
     return CPA_STATUS_SUCCESS;
 }
 
@@ -201,10 +208,10 @@ CpaStatus cpaCyInstanceSetNotificationCb(const CpaInstanceHandle instanceHandle,
     sim_inst *in = sim_resolve(instanceHandle);
     if (in == NULL)
         return CPA_STATUS_INVALID_PARAM;
-    sim_timer_lock();
+    sim_reset_lock();
     in->notify_cb = pInstanceNotificationCb;
     in->notify_tag = pCallbackTag;
-    sim_timer_unlock();
+    sim_reset_unlock();
     return CPA_STATUS_SUCCESS;
 }
 

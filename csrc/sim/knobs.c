@@ -53,6 +53,8 @@ static const knob_def k_knobs[K_COUNT] = {
     [K_REPLAY_CACHE_MAX] = {"replay.cache_max", 4096, 0, 1 << 22, 0},
     [K_REPLAY_ECDSA_IGNORE_K] = {"replay.ecdsa_ignore_k", 0, 0, 1, 0},
     [K_MEM_QUARANTINE] = {"mem.quarantine", 0, 0, 1, 0},
+    [K_HEARTBEAT] = {"heartbeat", 1, 0, 1, 0},
+    [K_HEARTBEAT_OVERDUE_MS] = {"heartbeat_overdue_ms", 100, 1, 600000, 0},
 };
 
 static const char *const k_fault_names[F_COUNT] = {
@@ -90,6 +92,7 @@ static const char *const k_rule_names[R_COUNT] = {
     [R_RESTARTING] = "restarting",
     [R_POLL_REENTRANT] = "poll_reentrant",
     [R_DMA_INHERITED] = "dma_inherited",
+    [R_EVENTS_REENTRANT] = "events_reentrant",
 };
 
 static const char *const k_ctr_names[C_COUNT] = {
@@ -113,6 +116,10 @@ static const char *const k_ctr_names[C_COUNT] = {
     [C_NOTIFY_RESTARTED] = "notify.restarted",
     [C_USER_STARTS] = "user_starts",
     [C_FORK_RESETS] = "fork_resets",
+    [C_HB_CHECKS] = "heartbeat.checks",
+    [C_HB_FAILURES] = "heartbeat.failures",
+    [C_HB_UNSUPPORTED] = "heartbeat.unsupported",
+    [C_EVENT_POLLS] = "device_events.polls",
 };
 
 /* Read-only values computed on demand. */

@@ -72,6 +72,7 @@ static void init_locks(void)
 {
     pthread_mutex_init(&g_life, NULL);
     sim_pipeline_reinit_locks();
+    sim_heartbeat_reinit_locks();
     for (int i = 0; i < SIM_MAX_INSTANCES; i++) {
         sim_inst *in = &g_inst[i];
         pthread_rwlock_init(&in->state, NULL);
@@ -163,7 +164,7 @@ static void teardown(void)
     for (int i = 0; i < n; i++)
         atomic_store(&g_inst[i].live, 0);
     for (int i = 0; i < n; i++)
-        sim_inst_stop(&g_inst[i]);
+        sim_inst_teardown(&g_inst[i]);
     sim_pipeline_stop();
     atomic_store(&g_ninst, 0);
     for (int i = 0; i < n; i++) {
@@ -174,12 +175,12 @@ static void teardown(void)
         in->efd = -1;
         in->mode = CPA_INST_RX_NOTIFY_NONE;
         pthread_mutex_unlock(&in->list_mu);
-        sim_timer_lock();
+        sim_reset_lock();
         in->restart_phase = RESTART_NONE;
         atomic_store(&in->restarting, 0);
         in->notify_cb = NULL;
         in->notify_tag = NULL;
-        sim_timer_unlock();
+        sim_reset_unlock();
         atomic_store(&in->v2p, NULL);
     }
 }

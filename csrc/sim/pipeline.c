@@ -1,9 +1,9 @@
 /*
  * The request pipeline behind a submit: sim_dispatch (faults, ring space,
  * engine time slot, replay lookup), the worker threads that compute, the
- * latency timer that holds each response until its modeled time (and runs
- * instance reset cycles), and the hand-over to the instance's response
- * list.  Delivery from that list is poll.c.
+ * latency timer that holds each response until its modeled time, and the
+ * hand-over to the instance's response list (or its lost list).  Delivery
+ * from the response list is poll.c; reset cycles are heartbeat.c.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -22,7 +22,7 @@ static int g_wq_quit;
 static pthread_t g_workers[64];
 static int g_nworkers;
 
-/* latency timer: a min-heap of jobs by ready_ns, plus restart cycles */
+/* latency timer: a min-heap of jobs by ready_ns */
 static pthread_mutex_t g_tm_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_tm_cv;
 static sim_job **g_heap;
@@ -58,16 +58,6 @@ void sim_pipeline_forget(void)
     g_heap_n = g_heap_cap = 0;
 }
 
-void sim_timer_lock(void)
-{
-    pthread_mutex_lock(&g_tm_mu);
-}
-
-void sim_timer_unlock(void)
-{
-    pthread_mutex_unlock(&g_tm_mu);
-}
-
 /* ---- job ownership ---------------------------------------------------- */
 
 void sim_job_free(sim_job *job)
@@ -87,7 +77,7 @@ void sim_inflight_done(sim_job *job)
     atomic_fetch_sub_explicit(&g_inflight, 1, memory_order_relaxed);
 }
 
-/* A response that will never be delivered (instance stopped / shut down). */
+/* A response that will never be delivered (icp_sal_userStop). */
 static void job_discard(sim_job *job)
 {
     sim_inflight_done(job);
@@ -138,8 +128,11 @@ static void post_job(sim_job *job)
         job_discard(job);
         return;
     }
-    if (job->faults & (1u << F_LOST)) {
-        /* Held until the instance stops: it occupies its ring slot forever. */
+    if ((job->faults & (1u << F_LOST)) &&
+        job->restart_gen == atomic_load(&in->restart_gen)) {
+        /* The answer never comes: the request keeps its ring slot until a
+         * reset's error state fails it (heartbeat.c) or icp_sal_userStop.
+         * One that crossed a reset already is failed by it (delivered FAIL). */
         job->next = in->lost;
         in->lost = job;
         pthread_mutex_unlock(&in->list_mu);
@@ -182,24 +175,29 @@ static void heap_push(sim_job *job)
     g_heap[i] = job;
 }
 
-static sim_job *heap_pop(void)
+/* Put job into the hole at i, moving it down below its smaller children. */
+static void sift_down(size_t i, sim_job *job)
 {
-    sim_job *top = g_heap[0];
-    sim_job *last = g_heap[--g_heap_n];
-    size_t i = 0;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= g_heap_n)
             break;
         if (c + 1 < g_heap_n && g_heap[c + 1]->ready_ns < g_heap[c]->ready_ns)
             c++;
-        if (last->ready_ns <= g_heap[c]->ready_ns)
+        if (job->ready_ns <= g_heap[c]->ready_ns)
             break;
         g_heap[i] = g_heap[c];
         i = c;
     }
+    g_heap[i] = job;
+}
+
+static sim_job *heap_pop(void)
+{
+    sim_job *top = g_heap[0];
+    sim_job *last = g_heap[--g_heap_n];
     if (g_heap_n > 0)
-        g_heap[i] = last;
+        sift_down(0, last);
     return top;
 }
 
@@ -245,14 +243,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* ---- latency timer and reset cycles ----------------------------------- */
-
-typedef struct {
-    sim_inst *inst;
-    CpaCyInstanceNotificationCbFunc cb;
-    void *tag;
-    CpaInstanceEvent ev;
-} sim_note;
+/* ---- latency timer ------------------------------------------------------ */
 
 static void *timer_main(void *arg)
 {
@@ -261,7 +252,6 @@ static void *timer_main(void *arg)
      * timer slack (a "100 us" service time measured 136-169 us with it). */
     prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     pthread_setname_np(pthread_self(), "qatsim-timer");
-    sim_note notes[2 * SIM_MAX_INSTANCES];
     pthread_mutex_lock(&g_tm_mu);
     while (!g_tm_quit) {
         uint64_t now = sim_now_ns();
@@ -272,44 +262,20 @@ static void *timer_main(void *arg)
             *tailp = j;
             tailp = &j->next;
         }
-        int nn = 0;
-        uint64_t next = g_heap_n > 0 ? g_heap[0]->ready_ns : UINT64_MAX;
-        int ninst = atomic_load(&g_ninst);
-        for (int i = 0; i < ninst; i++) {
-            sim_inst *in = &g_inst[i];
-            if (in->restart_phase == RESTART_ANNOUNCE) {
-                notes[nn++] = (sim_note){in, in->notify_cb, in->notify_tag, CPA_INSTANCE_EVENT_RESTARTING};
-                in->restart_phase = RESTART_UNDERWAY;
-            }
-            if (in->restart_phase == RESTART_UNDERWAY) {
-                if (now >= in->restart_until) {
-                    in->restart_phase = RESTART_NONE;
-                    atomic_store(&in->restarting, 0);
-                    notes[nn++] = (sim_note){in, in->notify_cb, in->notify_tag, CPA_INSTANCE_EVENT_RESTARTED};
-                } else if (in->restart_until < next) {
-                    next = in->restart_until;
-                }
-            }
-        }
-        if (due != NULL || nn > 0) {
+        if (due != NULL) {
             pthread_mutex_unlock(&g_tm_mu);
             while (due != NULL) {
                 sim_job *n = due->next;
                 post_job(due);
                 due = n;
             }
-            for (int i = 0; i < nn; i++) {
-                ctr_add(notes[i].ev == CPA_INSTANCE_EVENT_RESTARTING ? C_NOTIFY_RESTARTING
-                                                                      : C_NOTIFY_RESTARTED, 1);
-                if (notes[i].cb != NULL)
-                    notes[i].cb((CpaInstanceHandle)notes[i].inst, notes[i].tag, notes[i].ev);
-            }
             pthread_mutex_lock(&g_tm_mu);
             continue;
         }
-        if (next == UINT64_MAX) {
+        if (g_heap_n == 0) {
             pthread_cond_wait(&g_tm_cv, &g_tm_mu);
         } else {
+            uint64_t next = g_heap[0]->ready_ns;
             struct timespec ts = {.tv_sec = (time_t)(next / 1000000000u),
                                   .tv_nsec = (long)(next % 1000000000u)};
             pthread_cond_timedwait(&g_tm_cv, &g_tm_mu, &ts);
@@ -319,30 +285,66 @@ static void *timer_main(void *arg)
     return NULL;
 }
 
-int sim_begin_restart(sim_inst *in)
+/* ---- a reset's view of the pipeline ------------------------------------- */
+
+/* Restore the heap property of g_heap[0..g_heap_n) after removals. */
+static void heap_rebuild(void)
 {
-    int rc = -1;
-    pthread_mutex_lock(&g_tm_mu);
-    if (g_timer_running && !atomic_load(&in->restarting)) {
-        atomic_store(&in->restarting, 1);
-        atomic_fetch_add(&in->restart_gen, 1);
-        in->restart_phase = RESTART_ANNOUNCE;
-        in->restart_until = sim_now_ns() + (uint64_t)knob(K_RESTART_MS) * 1000000u;
-        ctr_add(C_RESTARTS, 1);
-        pthread_cond_signal(&g_tm_cv);
-        rc = 0;
-    }
-    pthread_mutex_unlock(&g_tm_mu);
-    return rc;
+    for (size_t k = g_heap_n / 2; k-- > 0;)
+        sift_down(k, g_heap[k]);
 }
 
-int qatpy_sim_restart_instance(int index)
+sim_job *sim_pipeline_take(sim_inst *in)
 {
-    sim_ensure_init();
-    if (index < 0 || index >= SIM_MAX_INSTANCES)
-        return -1;
-    sim_inst *in = sim_resolve((CpaInstanceHandle)&g_inst[index]);
-    return in == NULL ? -1 : sim_begin_restart(in);
+    sim_job *out = NULL;
+    pthread_mutex_lock(&g_wq_mu);
+    sim_job **pp = &g_wq_head;
+    g_wq_tail = NULL;
+    while (*pp != NULL) {
+        sim_job *j = *pp;
+        if (j->inst == in) {
+            *pp = j->next;
+            j->next = out;
+            out = j;
+        } else {
+            g_wq_tail = j;
+            pp = &j->next;
+        }
+    }
+    pthread_mutex_unlock(&g_wq_mu);
+    pthread_mutex_lock(&g_tm_mu);
+    size_t kept = 0;
+    for (size_t i = 0; i < g_heap_n; i++) {
+        sim_job *j = g_heap[i];
+        if (j->inst == in) {
+            j->next = out;
+            out = j;
+        } else {
+            g_heap[kept++] = j;
+        }
+    }
+    if (kept != g_heap_n) {
+        g_heap_n = kept;
+        heap_rebuild();
+    }
+    pthread_mutex_unlock(&g_tm_mu);
+    return out;
+}
+
+uint64_t sim_pipeline_oldest(sim_inst *in)
+{
+    uint64_t oldest = UINT64_MAX;
+    pthread_mutex_lock(&g_wq_mu);
+    for (sim_job *j = g_wq_head; j != NULL; j = j->next)
+        if (j->inst == in && j->submit_ns < oldest)
+            oldest = j->submit_ns;
+    pthread_mutex_unlock(&g_wq_mu);
+    pthread_mutex_lock(&g_tm_mu);
+    for (size_t i = 0; i < g_heap_n; i++)
+        if (g_heap[i]->inst == in && g_heap[i]->submit_ns < oldest)
+            oldest = g_heap[i]->submit_ns;
+    pthread_mutex_unlock(&g_tm_mu);
+    return oldest;
 }
 
 /* ---- submit side ------------------------------------------------------ */
@@ -414,6 +416,7 @@ CpaStatus sim_dispatch(sim_job *job)
 
     /* Stable: epoch only changes under the state write lock. */
     job->epoch = in->epoch;
+    job->submit_ns = sim_now_ns();
     job->restart_gen = atomic_load(&in->restart_gen);
     long long lat = knob(K_LATENCY_NS);
     job->ready_ns = lat > 0 ? engine_slot(in, (uint64_t)lat) : 0;

@@ -1,8 +1,9 @@
 /*
  * Delivery: icp_sal_CyPollInstance takes responses from an instance's list,
  * writes the outputs and calls the callbacks on the polling thread (or
- * wakes a sync caller); cpaCyStopInstance's flush, which discards what is
- * still on the device so that no callback comes after stop.
+ * wakes a sync caller); and icp_sal_userStop's teardown, which discards
+ * what is still on the device so that no callback comes after it.
+ * cpaCyStopInstance does not stop delivery (instances.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -13,7 +14,7 @@
 
 /* Thread-local: the instance this thread is polling right now (callbacks
  * run inside poll).  Used to refuse re-entrant polls and to let a callback
- * stop its own instance without self-deadlock. */
+ * tear the device down (icp_sal_userStop) without self-deadlock. */
 static _Thread_local sim_inst *tl_polling;
 
 void sim_poll_atfork_child(void)
@@ -169,9 +170,9 @@ CpaStatus icp_sal_CyPollAsymRing(CpaInstanceHandle instanceHandle, Cpa32U respon
     return icp_sal_CyPollInstance(instanceHandle, response_quota);
 }
 
-/* ---- stop ------------------------------------------------------------- */
+/* ---- teardown --------------------------------------------------------- */
 
-void sim_inst_stop(sim_inst *in)
+void sim_inst_teardown(sim_inst *in)
 {
     int own_poll = tl_polling == in;
     if (!own_poll)
@@ -180,7 +181,7 @@ void sim_inst_stop(sim_inst *in)
     atomic_store(&in->started, 0);
     pthread_mutex_lock(&in->list_mu);
     /* Bumping the epoch makes every response still in a worker or the timer
-     * a discard when it arrives: no callback after stop. */
+     * a discard when it arrives: no callback after teardown. */
     in->epoch++;
     sim_job *list = in->head, *lost = in->lost;
     in->head = in->tail = in->lost = NULL;

@@ -52,6 +52,8 @@ enum sim_knob {
     K_REPLAY_CACHE_MAX,
     K_REPLAY_ECDSA_IGNORE_K,
     K_MEM_QUARANTINE,
+    K_HEARTBEAT,
+    K_HEARTBEAT_OVERDUE_MS,
     K_COUNT
 };
 
@@ -91,6 +93,7 @@ enum sim_rule {
     R_RESTARTING,
     R_POLL_REENTRANT,
     R_DMA_INHERITED,
+    R_EVENTS_REENTRANT,
     R_COUNT
 };
 
@@ -115,6 +118,10 @@ enum sim_counter {
     C_NOTIFY_RESTARTED,
     C_USER_STARTS,
     C_FORK_RESETS,
+    C_HB_CHECKS,
+    C_HB_FAILURES,
+    C_HB_UNSUPPORTED,
+    C_EVENT_POLLS,
     C_COUNT
 };
 
@@ -157,11 +164,15 @@ enum sim_sync_state {
     SYNC_ABANDONED    /* the caller timed out (RESOURCE): whoever finishes it frees */
 };
 
-/* An instance's reset cycle (qatpy_sim_restart_instance, fault restart). */
+/* An instance's reset cycle (a failed heartbeat check, fault restart,
+ * qatpy_sim_restart_instance).  Like qatlib's, it advances only inside
+ * icp_sal_poll_device_events, on the thread that calls it (heartbeat.c). */
 enum sim_restart_phase {
     RESTART_NONE = 0,
-    RESTART_ANNOUNCE, /* the timer thread still has to send RESTARTING */
-    RESTART_UNDERWAY  /* RESTARTING sent; RESTARTED at restart_until */
+    RESTART_ANNOUNCE, /* reset begun: submits refused; RESTARTING not yet delivered */
+    RESTART_UNDERWAY  /* RESTARTING delivered and the instance in its error state:
+                         every request in flight completes FAIL at the next polls;
+                         RESTARTED once restart_until passed and none is left */
 };
 
 typedef struct sim_inst sim_inst;
@@ -187,7 +198,8 @@ struct sim_job {
     void *opdata;
     sim_out out[2];
     CpaBoolean *pbool;   /* sync sign/verify status */
-    uint64_t epoch;      /* instance stop epoch at submit */
+    uint64_t epoch;      /* instance teardown epoch at submit */
+    uint64_t submit_ns;  /* accepted at (heartbeat: how long it has been on the device) */
     uint64_t restart_gen;
     uint64_t ready_ns;   /* 0 = as soon as computed */
     int computed;
@@ -216,6 +228,9 @@ struct sim_inst {
     pthread_rwlock_t state;   /* submit holds read, stop holds write */
     pthread_mutex_t poll_mu;  /* serialises pollers, held across callbacks */
     pthread_mutex_t list_mu;  /* response list, lost list, epoch, eventfd */
+    /* started: cpaCyStart/StopInstance.  Stop only clears it (qatlib 26.08
+     * sal_crypto.c): requests in flight stay on the device, keep their ring
+     * slots, and a poll still delivers their responses. */
     sim_job *head, *tail;
     sim_job *lost;
     uint64_t epoch;
@@ -224,7 +239,7 @@ struct sim_inst {
     atomic_int inflight;
     pthread_mutex_t eng_mu;
     uint64_t eng_free[SIM_MAX_ENGINES];
-    /* restart cycle, guarded by the timer lock */
+    /* reset cycle, guarded by the reset lock (heartbeat.c) */
     atomic_int restarting;
     atomic_ullong restart_gen;
     enum sim_restart_phase restart_phase;
@@ -269,10 +284,12 @@ void sim_inflight_done(sim_job *job);
 void sim_discard_chain(sim_job *j);
 /* Make an event-mode instance's fd readable. */
 void sim_efd_signal(sim_inst *in);
-int sim_begin_restart(sim_inst *inst);
-/* The timer lock also guards each instance's reset cycle and notify_cb/tag. */
-void sim_timer_lock(void);
-void sim_timer_unlock(void);
+/* Take every job of `in` that waits for a worker or for the latency timer
+ * out of the pipeline (a ->next chain), for the error state of a reset. */
+sim_job *sim_pipeline_take(sim_inst *in);
+/* Earliest submit time of a job of `in` waiting for a worker or for the
+ * latency timer, UINT64_MAX if none. */
+uint64_t sim_pipeline_oldest(sim_inst *in);
 /* Worker and timer threads at icp_sal_userStart (0 ok, -1 failed), and
  * their end at the last icp_sal_userStop (queued jobs discarded). */
 int sim_pipeline_start(void);
@@ -285,11 +302,21 @@ void sim_pipeline_reinit_locks(void);
  * (no join, no free). */
 void sim_pipeline_forget(void);
 
-/* poll.c: delivery (icp_sal_CyPollInstance), sync waits, stop */
+/* heartbeat.c: reset cycles, heartbeat checks, device events */
+/* Begin a reset cycle of a live instance; -1 if one is already under way. */
+int sim_begin_restart(sim_inst *inst);
+/* The reset lock guards each instance's cycle and notify_cb/tag.  Lock
+ * order: inst.state < reset < inst.list_mu. */
+void sim_reset_lock(void);
+void sim_reset_unlock(void);
+/* Fork child handler. */
+void sim_heartbeat_reinit_locks(void);
+
+/* poll.c: delivery (icp_sal_CyPollInstance), sync waits, teardown */
 /* A sync job after sim_dispatch accepted it: wait for its response. */
 CpaStatus sim_sync_wait(sim_job *job);
-/* cpaCyStopInstance / teardown: discard what is on the device; no callback after. */
-void sim_inst_stop(sim_inst *in);
+/* icp_sal_userStop: discard what is on the device; no callback after. */
+void sim_inst_teardown(sim_inst *in);
 /* Fork child handler: this thread polls nothing. */
 void sim_poll_atfork_child(void);
 

@@ -1,9 +1,10 @@
 /*
  * Stand-alone driver for the simulated device, for sanitizer builds: runs
  * every pipeline path (async, sync, sync timeout, latency timer, lost
- * response + stop, restart cycle, event mode, replay, teardown with work
- * still queued, fork) without Python in the process, so LeakSanitizer's report is
- * about the device alone.  Exit status 0 = all checks held.
+ * response, stop that keeps it, heartbeat reset that frees it, restart
+ * cycle, event mode, replay, teardown with work still queued, fork) without
+ * Python in the process, so LeakSanitizer's report is about the device
+ * alone.  Exit status 0 = all checks held.
  *
  *   python csrc/sim/build.py --asan --out /tmp/simasan --check
  */
@@ -289,8 +290,12 @@ int main(void)
         CHECK(cpaCyInstanceSetNotificationCb(h, notify_cb, NULL) == CPA_STATUS_SUCCESS);
         CHECK(qatpy_sim_restart_instance(0) == 0);
         CHECK(cpaCyRsaDecrypt(h, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_RESTARTING);
+        /* Notifications come only from icp_sal_poll_device_events. */
+        usleep(30000);
+        CHECK(atomic_load(&g_events) == 0);
         for (int i = 0; atomic_load(&g_events) < 2; i++) {
             CHECK(i < 10000);
+            CHECK(icp_sal_poll_device_events() == CPA_STATUS_SUCCESS);
             usleep(1000);
         }
         int fd = -1;
@@ -305,6 +310,56 @@ int main(void)
         CHECK(icp_sal_CyPollInstance(h, 0) == CPA_STATUS_SUCCESS);
         pfd.revents = 0;
         CHECK(poll(&pfd, 1, 0) == 0);
+        CHECK(icp_sal_userStop() == CPA_STATUS_SUCCESS);
+        rsa_req_free(&rr);
+    }
+
+    /* 4b. cpaCyStopInstance keeps a lost request (and its ring slot) on the
+     *     device; a heartbeat check restarts the device, the error state
+     *     fails the request at the next poll and frees the slot. */
+    {
+        CHECK(qatpy_sim_reset() == 0);
+        set("restart_ms", 5);
+        set("heartbeat_overdue_ms", 600000);
+        CpaInstanceHandle h = start_device();
+        rsa_req_init(&rr);
+        CHECK(cpaCyInstanceSetNotificationCb(h, notify_cb, NULL) == CPA_STATUS_SUCCESS);
+        atomic_store(&g_done, 0);
+        atomic_store(&g_fail, 0);
+        atomic_store(&g_events, 0);
+        set("fault.lost.next", 1);
+        CHECK(cpaCyRsaDecrypt(h, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_SUCCESS); /* lost */
+        CHECK(cpaCyRsaDecrypt(h, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_SUCCESS);
+        poll_until(h, 1);
+        CHECK(get("inflight") == 1);
+        CHECK(cpaCyStopInstance(h) == CPA_STATUS_SUCCESS);
+        CHECK(cpaCyRsaDecrypt(h, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_FAIL);
+        CHECK(cpaCyStartInstance(h) == CPA_STATUS_SUCCESS);
+        CHECK(get("inflight") == 1 && get("completed.discarded") == 0);
+        CHECK(icp_sal_check_device(0) == CPA_STATUS_SUCCESS); /* not overdue yet */
+        CHECK(icp_sal_check_device(7) == CPA_STATUS_FAIL);    /* no such package */
+        set("heartbeat", 0);
+        CHECK(icp_sal_check_device(0) == CPA_STATUS_UNSUPPORTED);
+        CHECK(icp_sal_check_all_devices() == CPA_STATUS_UNSUPPORTED);
+        set("heartbeat", 1);
+        set("heartbeat_overdue_ms", 1);
+        usleep(2000);
+        CHECK(icp_sal_check_all_devices() == CPA_STATUS_FAIL);
+        CHECK(get("restarts") == 1 && get("heartbeat.failures") == 1);
+        CHECK(cpaCyRsaDecrypt(h, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_RESTARTING);
+        CHECK(icp_sal_CyPollInstance(h, 0) == CPA_STATUS_RESTARTING); /* nothing yet */
+        CHECK(icp_sal_poll_device_events() == CPA_STATUS_SUCCESS);
+        CHECK(atomic_load(&g_events) == 1); /* RESTARTING */
+        poll_until(h, 2);
+        CHECK(atomic_load(&g_fail) == 1 && get("inflight") == 0);
+        for (int i = 0; atomic_load(&g_events) < 2; i++) {
+            CHECK(i < 10000);
+            CHECK(icp_sal_poll_device_events() == CPA_STATUS_SUCCESS);
+            usleep(1000);
+        }
+        CHECK(cpaCyRsaDecrypt(h, rsa_cb, NULL, &rr.op, &rr.out) == CPA_STATUS_SUCCESS);
+        poll_until(h, 3);
+        CHECK(atomic_load(&g_fail) == 1);
         CHECK(icp_sal_userStop() == CPA_STATUS_SUCCESS);
         rsa_req_free(&rr);
     }

@@ -172,6 +172,7 @@ struct tally {
     size_t n;             /* tags 0..n-1 expected */
     uint8_t *seen;        /* times each tag completed */
     int32_t *status;
+    int32_t *cpa;
     uint8_t (*result)[QATPY_MAX_RESULT];
     uint32_t *len;
     uint32_t *inst;
@@ -184,6 +185,7 @@ static void tally_init(struct tally *t, size_t n, bool keep_results)
     t->n = n;
     t->seen = calloc(n, 1);
     t->status = calloc(n, sizeof *t->status);
+    t->cpa = calloc(n, sizeof *t->cpa);
     t->len = calloc(n, sizeof *t->len);
     t->inst = calloc(n, sizeof *t->inst);
     t->result = keep_results ? calloc(n, QATPY_MAX_RESULT) : NULL;
@@ -193,6 +195,7 @@ static void tally_free(struct tally *t)
 {
     free(t->seen);
     free(t->status);
+    free(t->cpa);
     free(t->len);
     free(t->inst);
     free(t->result);
@@ -216,6 +219,7 @@ static size_t drain_into(qatpy_device *dev, struct tally *t)
         if (t->seen[tag]++)
             t->dup++;
         t->status[tag] = c[i].status;
+        t->cpa[tag] = c[i].cpa_status;
         t->len[tag] = c[i].len;
         t->inst[tag] = c[i].instance;
         if (t->result)
@@ -725,6 +729,7 @@ static void test_deadline_lost(void)
     int (*restart)(int) = (int (*)(int))dlsym(qps_lib.qat, "qatpy_sim_restart_instance");
     qatpy_sim_knob_reset();
     knob("instances", 2);
+    knob("heartbeat_overdue_ms", 600000); /* heartbeat: alive (no reset; see test_recovery) */
     qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
     settings(1, 20000000);
     CHECK(qatpy_instance_healthy(dev, 0) == 1 && qatpy_instance_healthy(dev, 2) == -1, "healthy");
@@ -795,6 +800,7 @@ static void test_deadline_lost(void)
 static void test_deadline_single(int mode)
 {
     qatpy_sim_knob_reset();
+    knob("heartbeat_overdue_ms", 600000); /* heartbeat: alive (no reset; see test_recovery) */
     qatpy_device *dev = open_dev(mode, 20000, 0, 0);
     bool manual = mode == QATPY_POLL_MANUAL;
     settings(1, 10000000);
@@ -838,11 +844,13 @@ static void test_deadline_single(int mode)
 }
 
 /* A slow device: on-device requests time out (zombies), queued ones time
- * out in the queue; every late answer is dropped and counted, nothing is
- * completed twice, and the slots, bufsets and in-flight units come back. */
+ * out in the queue or fail at once once zombies fill every slot; every late
+ * answer is dropped and counted, nothing is completed twice, and the slots,
+ * bufsets and in-flight units come back. */
 static void test_deadline_late(void)
 {
     qatpy_sim_knob_reset();
+    knob("heartbeat_overdue_ms", 600000); /* slow, not hung: no reset */
     knob("instances", 2);
     knob("latency_ns", 60000000);
     qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 4, 256);
@@ -860,8 +868,15 @@ static void test_deadline_late(void)
         CHECK(rc == QATPY_SUBMIT_OK, "submit %d", rc);
     }
     collect(dev, &t, N, 5, false);
-    CHECK(t.got == N && count_status(&t, QATPY_ST_TIMEOUT) == N, "all %d TIMEOUT: got %zu, %zu",
-          N, t.got, count_status(&t, QATPY_ST_TIMEOUT));
+    /* Queued ones time out in the queue, or fail at once when zombies hold
+     * every slot of both instances before their own deadline comes. */
+    size_t timeouts = count_status(&t, QATPY_ST_TIMEOUT);
+    size_t unavailable = count_status(&t, QATPY_ST_UNAVAILABLE);
+    size_t resource = 0;
+    for (size_t i = 0; i < N; i++)
+        resource += t.status[i] == QATPY_ST_UNAVAILABLE && t.cpa[i] == CPA_STATUS_RESOURCE;
+    CHECK(t.got == N && timeouts >= 8 && timeouts + unavailable == N && resource == unavailable,
+          "%d settled: got %zu, %zu TIMEOUT, %zu UNAVAILABLE", N, t.got, timeouts, unavailable);
     qatpy_stats_t s = stats(dev);
     uint64_t zombies = s.inflight_now;
     CHECK(zombies == 8 && s.unhealthy_instances == 2, "zombies %llu unhealthy %u",
@@ -891,9 +906,10 @@ static void test_deadline_late(void)
         bad += t2.status[i] != QATPY_ST_OK ||
                ECDSA_verify(0, dg, 48, t2.result[i], (int)t2.len[i], ek.ec) != 1;
     CHECK(t2.got == N && t2.dup == 0 && bad == 0, "after: got %zu bad %zu", t2.got, bad);
-    printf("  %d TIMEOUT (%llu zombies on the device, the rest in the queue), %llu late answers "
-           "dropped, then %d ok\n",
-           N, (unsigned long long)zombies, (unsigned long long)s.late_answers, N);
+    printf("  %zu TIMEOUT (%llu zombies on the device, the rest in the queue), %zu failed at "
+           "once (zombies in every slot), %llu late answers dropped, then %d ok\n",
+           timeouts, (unsigned long long)zombies, unavailable, (unsigned long long)s.late_answers,
+           N);
     qatpy_key_release(ek.key);
     qatpy_key_release(rk.key);
     close_dev(dev);
@@ -911,6 +927,87 @@ static void test_deadlines(void)
     test_deadline_single(QATPY_POLL_TIMER);
     test_deadline_single(QATPY_POLL_MANUAL);
     test_deadline_late();
+}
+
+/* Answers that never come, on one instance with 8 slots.  With the
+ * heartbeat, the shim's check restarts the device, the reset fails what was
+ * in flight (freeing the zombies' slots; the others fail at once while the
+ * only instance restarts) and the instance serves again.  Without it, once
+ * zombies hold every slot, submits fail at once (UNAVAILABLE) instead of
+ * waiting out their deadlines, and the shim asks for the heartbeat once. */
+static void test_recovery(int heartbeat)
+{
+    qatpy_sim_knob_reset();
+    knob("heartbeat", heartbeat);
+    knob("heartbeat_overdue_ms", 5);
+    knob("restart_ms", 5);
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 8, 0);
+    settings(1, 20000000);
+    struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
+    uint8_t dg[32] = {3};
+    enum { LOST = 8, N = 40 };
+    struct tally t;
+    tally_init(&t, N, true);
+    knob("fault.lost.next", LOST);
+    for (size_t i = 0; i < LOST; i++)
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t, LOST, 5 * scale, false);
+    size_t timeouts = count_status(&t, QATPY_ST_TIMEOUT);
+    size_t unavailable = count_status(&t, QATPY_ST_UNAVAILABLE);
+    CHECK(t.got == LOST && timeouts >= 1 && timeouts + unavailable == LOST,
+          "lost: got %zu, %zu TIMEOUT, %zu UNAVAILABLE", t.got, timeouts, unavailable);
+    if (heartbeat) {
+        for (int i = 0; i < 5000 * scale && qatpy_instance_healthy(dev, 0) != 1; i++)
+            usleep(1000);
+        CHECK(qatpy_instance_healthy(dev, 0) == 1, "instance back after the reset");
+    } else {
+        CHECK(timeouts == LOST, "no reset: all %d TIMEOUT (%zu)", LOST, timeouts);
+    }
+    for (size_t i = LOST; i < N; i++)
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t, N, 5 * scale, false);
+    size_t ok = 0, fast = 0;
+    for (size_t i = LOST; i < N; i++) {
+        ok += t.status[i] == QATPY_ST_OK &&
+              ECDSA_verify(0, dg, 32, t.result[i], (int)t.len[i], ek.ec) == 1;
+        fast += t.status[i] == QATPY_ST_UNAVAILABLE && t.cpa[i] == CPA_STATUS_RESOURCE;
+    }
+    qatpy_stats_t s = stats(dev);
+    CHECK(t.got == N && t.dup == 0 && s.timeouts == timeouts, "got %zu dup %zu timeouts %llu",
+          t.got, t.dup, (unsigned long long)s.timeouts);
+    if (heartbeat) {
+        CHECK(ok == N - LOST, "after the reset: %zu of %d ok", ok, N - LOST);
+        CHECK(s.heartbeat_checks >= 1 && s.heartbeat_failures >= 1 && s.instance_restarts == 1 &&
+                  s.recovered_slots == timeouts && s.restart_requeued == LOST - timeouts &&
+                  s.fast_fails == unavailable && s.inflight_now == 0 && !s.heartbeat_unsupported,
+              "checks %llu failures %llu restarts %llu recovered %llu requeued %llu fast %llu",
+              (unsigned long long)s.heartbeat_checks, (unsigned long long)s.heartbeat_failures,
+              (unsigned long long)s.instance_restarts, (unsigned long long)s.recovered_slots,
+              (unsigned long long)s.restart_requeued, (unsigned long long)s.fast_fails);
+        printf("  heartbeat: %d lost -> %zu TIMEOUT + %zu failed at once during the reset, "
+               "%llu slots recovered, then %zu ok\n",
+               LOST, timeouts, unavailable, (unsigned long long)s.recovered_slots, ok);
+    } else {
+        CHECK(fast == N - LOST && s.fast_fails == N - LOST && s.heartbeat_checks == 1 &&
+                  s.heartbeat_unsupported == 1 && s.inflight_now == LOST,
+              "no heartbeat: %zu of %d failed at once, checks %llu", fast, N - LOST,
+              (unsigned long long)s.heartbeat_checks);
+        printf("  no heartbeat: %d lost -> %d TIMEOUT, zombies hold every slot, then %zu "
+               "failed at once (RESOURCE), asked once\n",
+               LOST, LOST, fast);
+    }
+    qatpy_key_release(ek.key);
+    close_dev(dev);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs %lld", sim("mem.live_allocs"));
+    CHECK(sim("mem.key_freed_unwiped") == 0, "key DMA freed unwiped");
+    tally_free(&t);
+    EC_KEY_free(ek.ec);
+}
+
+static void test_recoveries(void)
+{
+    test_recovery(1);
+    test_recovery(0);
 }
 
 /* Many submitting threads, one draining thread blocked in qatpy_wait. */
@@ -1379,6 +1476,7 @@ int main(int argc, char **argv)
         {"deadlines", test_deadlines},
         {"settings per engine", test_settings_per_engine},
         {"blocking signs for C callers", test_sign_wait},
+        {"recovery", test_recoveries},
         {"threads", test_threads},
         {"eventfd", test_eventfd},
         {"key after free", test_key_after_free},
