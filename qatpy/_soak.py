@@ -86,7 +86,9 @@ def run_soak(
             report["ok" if ok else "wrong_signatures"] += 1
 
     t0 = time.monotonic()
-    options: dict[str, Any] = {"deadline": 0.5}  # lost answers settle quickly
+    # Lost answers settle quickly; ECDSA results are checked (ecdsa_bitflip
+    # is among the faults, and a wrong signature must never be delivered).
+    options: dict[str, Any] = {"deadline": 0.5, "verify_ecdsa": True}
     options.update(engine_options or {})
     with Engine("sim", sim=knobs, **options) as eng:
         qe, qr = eng.wrap_key(ek), eng.wrap_key(rk)

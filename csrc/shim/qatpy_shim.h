@@ -111,11 +111,13 @@ typedef struct {
     uint64_t drained_batches;
     uint32_t num_instances;
     uint32_t poll_mode;          /* effective mode (EVENT may fall back to TIMER) */
-    uint64_t verify_failures;    /* RSA results that failed sig^e mod n == input (never delivered) */
+    uint64_t verify_failures;    /* results that failed their check (never delivered): RSA
+                                    sig^e mod n != input; ECDSA (r, s) the check refused */
     uint64_t timeouts;           /* requests completed with QATPY_ST_TIMEOUT */
     uint64_t late_answers;       /* device answers to timed-out requests, dropped */
     uint32_t unhealthy_instances; /* instances now routed around (timed out, restarting, fatal) */
     uint64_t poller_moves;       /* poll threads that left their submitter's CPU */
+    uint64_t ecdsa_checks;       /* ECDSA results checked before delivery (verify_ecdsa) */
 } qatpy_stats_t;
 
 /* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
@@ -154,8 +156,12 @@ qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, qatpy_engine *eng, const uint8_t
                              const uint8_t *q, size_t q_len, const uint8_t *dp, size_t dp_len,
                              const uint8_t *dq, size_t dq_len, const uint8_t *qinv,
                              size_t qinv_len, char *err, size_t errlen);
+/* EC: d is the private scalar, (x, y) the public point (affine, each at
+ * most the curve's length): the ECDSA check (verify_ecdsa) verifies every
+ * result against it. */
 qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, const uint8_t *d,
-                            size_t d_len, char *err, size_t errlen);
+                            size_t d_len, const uint8_t *x, size_t x_len, const uint8_t *y,
+                            size_t y_len, char *err, size_t errlen);
 void qatpy_key_release(qatpy_key *key);
 
 /* Submit one operation; the result arrives as a completion carrying `tag`.
@@ -212,12 +218,20 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
                           size_t max);
 
 /* ---- reliability (csrc/shim/verify.c, callbacks.c, deadline.c) --------
- * Both settings are the engine's (qatpy_engine_config), carried by every
+ * These settings are the engine's (qatpy_engine_config), carried by every
  * request made on one of its keys.
  * Verify-after-sign (cfg.verify): every successful RSA result is checked in
  * C on the poll thread (sig^e mod n == the submitted block) before it is
  * delivered; a mismatch completes as QATPY_ST_VERIFY_FAIL with no result
  * bytes.
+ * ECDSA check (cfg.verify_ecdsa): every successful ECDSA (r, s) is verified
+ * against the key's public point before it is delivered, by the device
+ * (QATPY_VERIFY_ECDSA_DEVICE: a cpaCyEcdsaVerify submitted by the poller
+ * after the sign's answer; the request keeps its slot and deadline) or in
+ * software on the poll thread (QATPY_VERIFY_ECDSA_SOFTWARE, libcrypto).  A
+ * signature that does not verify, or a check that cannot run (refused,
+ * failed), completes as QATPY_ST_VERIFY_FAIL with no result bytes; it is
+ * never retried on the device.
  * Deadline (cfg.deadline_ns, CLOCK_MONOTONIC from the submit call; 0 =
  * none).  A request unanswered at its deadline completes with
  * QATPY_ST_TIMEOUT; if it was on the device its slot and DMA stay with the
@@ -241,9 +255,14 @@ int qatpy_instance_healthy(qatpy_device *dev, uint32_t index);
 #define QATPY_FALLBACK_ON_ERROR 1
 #define QATPY_FALLBACK_ON_ERROR_OR_OVERFLOW 2
 
+#define QATPY_VERIFY_ECDSA_OFF 0
+#define QATPY_VERIFY_ECDSA_DEVICE 1     /* cpaCyEcdsaVerify on the device */
+#define QATPY_VERIFY_ECDSA_SOFTWARE 2   /* libcrypto on the poll thread */
+
 typedef struct {
     int fallback;          /* QATPY_FALLBACK_* */
-    int verify;            /* check device results before use */
+    int verify;            /* check RSA results before use */
+    int verify_ecdsa;      /* QATPY_VERIFY_ECDSA_*: check ECDSA results before use */
     uint64_t deadline_ns;  /* per device request, 0 = none */
 } qatpy_engine_config;
 
@@ -267,7 +286,8 @@ typedef struct {
 } qatpy_engine_stats_t;
 
 /* NULL when out of memory or for a configuration out of range (fallback
- * not a QATPY_FALLBACK_*, deadline_ns > QATPY_MAX_DEADLINE_NS).  `dev` NULL
+ * not a QATPY_FALLBACK_*, verify_ecdsa not a QATPY_VERIFY_ECDSA_*,
+ * deadline_ns > QATPY_MAX_DEADLINE_NS).  `dev` NULL
  * for a software engine; else the engine holds a reference on the device
  * struct (not its resources). */
 qatpy_engine *qatpy_engine_new(qatpy_device *dev, const qatpy_engine_config *cfg);

@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/obj_mac.h>
@@ -74,6 +75,7 @@ static void bn_bytes(const BIGNUM *b, uint8_t *out, int *len)
 /* Settings of the engine objects that keys made from now on belong to
  * (verify, deadline: per engine, carried by every request on its keys). */
 static int g_verify = 1;
+static int g_verify_ecdsa = QATPY_VERIFY_ECDSA_OFF;
 static uint64_t g_deadline_ns;
 
 static void settings(int verify, uint64_t deadline_ns)
@@ -82,11 +84,13 @@ static void settings(int verify, uint64_t deadline_ns)
     g_deadline_ns = deadline_ns;
 }
 
+static void ecdsa_check(int mode) { g_verify_ecdsa = mode; }
+
 /* A fresh engine object with the current settings; the key made on it
  * holds the only reference the test keeps. */
 static qatpy_engine *new_engine(qatpy_device *dev)
 {
-    qatpy_engine_config cfg = {QATPY_FALLBACK_NEVER, g_verify, g_deadline_ns};
+    qatpy_engine_config cfg = {QATPY_FALLBACK_NEVER, g_verify, g_verify_ecdsa, g_deadline_ns};
     qatpy_engine *e = qatpy_engine_new(dev, &cfg);
     REQUIRE(e, "engine_new");
     return e;
@@ -140,10 +144,20 @@ struct ec_test_key {
 static qatpy_key *ec_dev_key(qatpy_device *dev, EC_KEY *ec, int curve)
 {
     const BIGNUM *d = EC_KEY_get0_private_key(ec);
-    uint8_t db[66];
+    uint8_t db[66], xb[66], yb[66];
     int dl = BN_bn2bin(d, db);
+    BIGNUM *x = BN_new(), *y = BN_new();
+    REQUIRE(x && y &&
+                EC_POINT_get_affine_coordinates(EC_KEY_get0_group(ec), EC_KEY_get0_public_key(ec),
+                                                x, y, NULL) == 1,
+            "public point");
+    int xl = BN_bn2bin(x, xb), yl = BN_bn2bin(y, yb);
+    BN_free(x);
+    BN_free(y);
     qatpy_engine *eng = new_engine(dev);
-    qatpy_key *key = qatpy_ec_key_new(dev, eng, curve, db, (size_t)dl, err, sizeof err);
+    qatpy_key *key = qatpy_ec_key_new(dev, eng, curve, db, (size_t)dl, xb, (size_t)xl, yb,
+                                      (size_t)yl, err, sizeof err);
+    OPENSSL_cleanse(db, sizeof db);
     qatpy_engine_release(eng);
     REQUIRE(key, "ec_key_new: %s", err);
     return key;
@@ -277,6 +291,7 @@ static qatpy_device *open_dev(int mode, uint64_t delay, uint32_t inflight, uint3
     qatpy_config cfg = {NULL, mode, delay, 0, inflight, max_req};
     qatpy_device *dev = NULL;
     settings(1, 0);
+    ecdsa_check(QATPY_VERIFY_ECDSA_OFF);
     int rc = qatpy_device_open(&cfg, &dev, err, sizeof err);
     REQUIRE(rc == QATPY_OK && dev, "device_open rc=%d: %s", rc, err);
     return dev;
@@ -700,6 +715,93 @@ static void test_verify_after_sign(void)
     tally_free(&t2);
     RSA_free(rk.rsa);
 }
+
+/* The ECDSA check (verify_ecdsa), on the device or in software: every
+ * bit-flipped (r, s) is caught and completes VERIFY_FAIL with no bytes,
+ * every delivered one verifies; a key of another engine on the same device
+ * (check off) gets the flipped results as the device gave them; a blocked
+ * C caller (the ssl provider's path) is checked too. */
+static void test_ecdsa_check(int mode)
+{
+    qatpy_sim_knob_reset();
+    knob("instances", 2);
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
+    ecdsa_check(mode);
+    struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
+    ecdsa_check(QATPY_VERIFY_ECDSA_OFF);
+    struct ec_test_key plain = {ek.ec, ec_dev_key(dev, ek.ec, ek.curve), ek.curve};
+    uint8_t dg[32];
+    SHA256((const uint8_t *)"ecdsa check", 11, dg);
+    enum { N = 200, FLIPS = 13, M = 10 };
+    knob("fault.ecdsa_bitflip.next", FLIPS);
+    struct tally t;
+    tally_init(&t, N + M, true);
+    for (size_t i = 0; i < N; i++)
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t, N, 20, false);
+    size_t ok = 0, vf = 0, wrong = 0, other = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (t.status[i] == QATPY_ST_OK) {
+            ok++;
+            wrong += ECDSA_verify(0, dg, 32, t.result[i], (int)t.len[i], ek.ec) != 1;
+        } else if (t.status[i] == QATPY_ST_VERIFY_FAIL) {
+            vf++;
+            other += t.len[i] != 0;
+        } else {
+            other++;
+        }
+    }
+    qatpy_stats_t s = stats(dev);
+    CHECK(t.got == N && t.dup == 0 && vf == FLIPS && ok == N - FLIPS && wrong == 0 && other == 0,
+          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, ok, vf, wrong, other);
+    CHECK(s.verify_failures == FLIPS && s.ecdsa_checks == N && sim("faults.ecdsa_bitflip") == FLIPS,
+          "verify_failures %llu, checks %llu, faults fired %lld",
+          (unsigned long long)s.verify_failures, (unsigned long long)s.ecdsa_checks,
+          sim("faults.ecdsa_bitflip"));
+    /* the device did the check itself: one verify per sign (else none) */
+    long long want_sim = mode == QATPY_VERIFY_ECDSA_DEVICE ? 2 * N : N;
+    CHECK(sim("submitted") == want_sim && sim("completed.verify_false") ==
+                                              (mode == QATPY_VERIFY_ECDSA_DEVICE ? FLIPS : 0),
+          "device requests %lld (want %lld), FALSE verifies %lld", sim("submitted"), want_sim,
+          sim("completed.verify_false"));
+
+    /* the other engine's key: no check, the flipped results pass as given */
+    knob("fault.ecdsa_bitflip.next", M);
+    for (size_t i = N; i < N + M; i++)
+        CHECK(qatpy_submit_ecdsa(dev, plain.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t, N + M, 20, false);
+    size_t passed_bad = 0;
+    for (size_t i = N; i < N + M; i++)
+        passed_bad += t.status[i] == QATPY_ST_OK &&
+                      ECDSA_verify(0, dg, 32, t.result[i], (int)t.len[i], ek.ec) != 1;
+    CHECK(passed_bad == M && stats(dev).ecdsa_checks == N,
+          "unchecked engine: %zu of %d wrong results passed, checks %llu", passed_bad, M,
+          (unsigned long long)stats(dev).ecdsa_checks);
+
+    /* a blocked C caller: the same check before its answer */
+    uint8_t sig[QATPY_MAX_RESULT];
+    size_t len = 0;
+    int32_t cpa = 0;
+    knob("fault.ecdsa_bitflip.next", 1);
+    int bad = qps_sign_wait(ek.key, QPS_OP_ECDSA, 0, 0, dg, 32, sig, sizeof sig, &len, &cpa);
+    int good = qps_sign_wait(ek.key, QPS_OP_ECDSA, 0, 0, dg, 32, sig, sizeof sig, &len, &cpa);
+    CHECK(bad == QATPY_ST_VERIFY_FAIL && good == QATPY_ST_OK &&
+              ECDSA_verify(0, dg, 32, sig, (int)len, ek.ec) == 1,
+          "sign_wait: flipped -> %d, next -> %d", bad, good);
+    printf("  %s check: %d bit flips -> %zu VERIFY_FAIL, %zu delivered, 0 wrong; other engine: "
+           "%zu of %d wrong passed unchecked; blocked caller checked\n",
+           mode == QATPY_VERIFY_ECDSA_DEVICE ? "device" : "software", FLIPS, vf, ok, passed_bad,
+           M);
+    qatpy_key_release(ek.key);
+    qatpy_key_release(plain.key);
+    close_dev(dev);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs %lld", sim("mem.live_allocs"));
+    tally_free(&t);
+    EC_KEY_free(ek.ec);
+}
+
+static void test_ecdsa_check_device(void) { test_ecdsa_check(QATPY_VERIFY_ECDSA_DEVICE); }
+static void test_ecdsa_check_software(void) { test_ecdsa_check(QATPY_VERIFY_ECDSA_SOFTWARE); }
 
 static size_t count_status(const struct tally *t, int st)
 {
@@ -1374,6 +1476,8 @@ int main(int argc, char **argv)
         {"shutdown in flight", test_shutdown_inflight},
         {"faults", test_faults},
         {"verify after sign", test_verify_after_sign},
+        {"ECDSA check on the device", test_ecdsa_check_device},
+        {"ECDSA check in software", test_ecdsa_check_software},
         {"deadlines", test_deadlines},
         {"settings per engine", test_settings_per_engine},
         {"blocking signs for C callers", test_sign_wait},
