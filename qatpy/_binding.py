@@ -342,13 +342,14 @@ class CEngine:
         self._ptr = ptr
 
     @staticmethod
-    def new(device: Device | None, fallback: int, verify: bool, verify_ecdsa: str, deadline_ns: int) -> CEngine | None:
-        """verify_ecdsa: "off", "device" or "software" (QATPY_VERIFY_ECDSA_*)."""
+    def new(
+        device: Device | None, fallback: int, verify: bool, verify_ecdsa: bool, deadline_ns: int
+    ) -> CEngine | None:
         m = native()
         cfg = m.ffi.new("qatpy_engine_config *")
         cfg.fallback = fallback
         cfg.verify = 1 if verify else 0
-        cfg.verify_ecdsa = getattr(m.lib, "QATPY_VERIFY_ECDSA_" + verify_ecdsa.upper())
+        cfg.verify_ecdsa = 1 if verify_ecdsa else 0
         cfg.deadline_ns = deadline_ns
         ptr = m.lib.qatpy_engine_new(device._ptr if device is not None else m.ffi.NULL, cfg)
         return None if ptr == m.ffi.NULL else CEngine(ptr)

@@ -82,7 +82,7 @@ class QatBackend:
         sim_knobs: Mapping[str, int],
         fallback: str,
         verify: bool,
-        verify_ecdsa: str,
+        verify_ecdsa: bool,
         deadline: float | None,
     ) -> None:
         self.name = "sim" if sim else "qat"

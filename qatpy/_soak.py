@@ -1,7 +1,9 @@
 """Fault soak: many submitters at once while the simulated device injects faults.
 
 Threads (futures and batches) and an asyncio loop submit at the same time
-against ``Engine("sim")`` with faults fired by probability.  The report
+against ``Engine("sim", verify_ecdsa=True)`` with faults fired by
+probability (every kind, ``ecdsa_bitflip`` included: ECDSA results are
+checked, as RSA ones are by default).  The report
 counts operations, faults injected by kind, and the things that must be
 zero: lost results, duplicated results, wrong signatures returned, DMA
 memory left allocated, key material freed unwiped.  Used by

@@ -11,10 +11,10 @@
  * An ECDSA result with multiplyStatus FALSE goes to the instance's redo
  * list and is resubmitted with a fresh k by the poller, outside the call.
  * With the ECDSA check on (verify_ecdsa), a good-looking (r, s) is held
- * back, raw, until it verifies: on the device, the request takes the same
- * redo path and is resubmitted as a cpaCyEcdsaVerify (its answer comes to
- * qps_ecdsa_verify_cb); in software, the poller checks it after the poll
- * call, where the RSA check runs.
+ * back, raw, until the device verifies it: the request takes the same redo
+ * path and is resubmitted as a cpaCyEcdsaVerify, whose answer comes to
+ * qps_ecdsa_verify_cb.  A held-back result that is not verified (FALSE, or
+ * a check that could not run) is wiped, never delivered.
  */
 #include <string.h>
 
@@ -51,12 +51,17 @@ static void redo_push(struct qps_inst *inst, struct qps_req *req)
     pthread_mutex_unlock(&inst->lock);
 }
 
-/* A result that failed its check: wiped, never delivered. */
-static void reject(struct qatpy_device *dev, struct qps_req *req)
+void qps_result_drop(struct qps_req *req)
 {
     qps_wipe(req->result, sizeof req->result);
     req->result_len = 0;
     req->checking = false;
+}
+
+/* A result that failed its check: wiped, never delivered. */
+static void reject(struct qatpy_device *dev, struct qps_req *req)
+{
+    qps_result_drop(req);
     req->status = QATPY_ST_VERIFY_FAIL;
     atomic_fetch_add(&dev->st.verify_failures, 1);
 }
@@ -73,28 +78,16 @@ static void ec_deliverable(struct qps_req *req)
 
 /* Verify-after-sign (CVE-2017-5681; OpenSSL's RSA-CRT self-check): a
  * successful RSA result must satisfy sig^e mod n == the submitted block, or
- * it is wiped and completes as VERIFY_FAIL.  The software ECDSA check runs
- * here too.  On the poller after the poll call returned, outside the
- * library's response-ring lock, never in Python.  ~19 us for RSA-2048 at
- * e = 65537 (csrc/shim/tests/test_verify). */
+ * it is wiped and completes as VERIFY_FAIL.  Runs on the poller after the
+ * poll call returned, outside the library's response-ring lock, never in
+ * Python.  ~19 us for RSA-2048 at e = 65537 (csrc/shim/tests/test_verify). */
 static void verify_result(struct qatpy_device *dev, struct qps_req *req)
 {
-    if (req->status != QATPY_ST_OK)
+    if (req->op != QPS_OP_RSA || req->status != QATPY_ST_OK || !req->verify)
         return;
     const struct qatpy_key *key = req->key;
-    if (req->op == QPS_OP_ECDSA) {
-        if (!req->checking)
-            return;
-        atomic_fetch_add(&dev->st.ecdsa_checks, 1);
-        uint32_t len = req->in_len;
-        if (qps_ec_soft_verify(key->ec_pub, req->input, req->result, req->result + len) == 1)
-            ec_deliverable(req);
-        else
-            reject(dev, req);
-        return;
-    }
-    if (!req->verify ||
-        qps_rsa_verify_block(key->mont, key->e, key->e_len, req->result, req->input, req->in_len))
+    if (qps_rsa_verify_block(key->mont, key->e, key->e_len, req->result, req->input,
+                             req->in_len))
         return;
     reject(dev, req);
 }
@@ -242,15 +235,14 @@ void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multipl
     const uint8_t *r = req->buf + QPS_EC_R_OFF;
     const uint8_t *s = req->buf + QPS_EC_S_OFF;
     if (multiply_status == CPA_TRUE && !qps_be_is_zero(r, len) && !qps_be_is_zero(s, len)) {
-        if (req->ec_check != QATPY_VERIFY_ECDSA_OFF) {
-            /* Held back until checked; the device's check is a second
-             * submit, made by the poller after this poll call (redo path). */
+        if (req->ec_check) {
+            /* Held back until the device verifies it: a second submit,
+             * made by the poller after this poll call (the redo path). */
             memcpy(req->result, r, len);
             memcpy(req->result + len, s, len);
             req->result_len = 2 * len;
             req->checking = true;
-            finish(req->inst, req, QATPY_ST_OK, 0,
-                   req->ec_check == QATPY_VERIFY_ECDSA_DEVICE);
+            finish(req->inst, req, QATPY_ST_OK, 0, true);
             return;
         }
         req->result_len = (uint32_t)qps_der_ecdsa(r, s, len, req->result);
@@ -265,10 +257,11 @@ void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multipl
         finish(req->inst, req, 0, 0, true);
 }
 
-/* The device's answer to the check of a sign's (r, s): deliver it only if
- * the device says it verifies.  A FALSE, or a failed check, is never
- * retried on the device: VERIFY_FAIL (the fallback policy may re-sign in
- * software). */
+/* The device's answer to the check of a sign's (r, s): delivered only if
+ * the device says it verifies.  FALSE completes VERIFY_FAIL; a check that
+ * failed (callback status) completes DEVICE_FAIL, which is what happened:
+ * either way the result is dropped, and nothing is retried on the device
+ * (the fallback policy may re-sign in software). */
 void qps_ecdsa_verify_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean verify_status)
 {
     (void)op_data;
@@ -278,20 +271,19 @@ void qps_ecdsa_verify_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean 
         finish_late(req);
         return;
     }
+    if (status != CPA_STATUS_SUCCESS) {
+        qps_result_drop(req);
+        finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
+        return;
+    }
     atomic_fetch_add(&req->dev->st.ecdsa_checks, 1);
-    if (status == CPA_STATUS_SUCCESS && verify_status == CPA_TRUE) {
+    if (verify_status == CPA_TRUE) {
         ec_deliverable(req);
         finish(req->inst, req, QATPY_ST_OK, 0, false);
         return;
     }
     reject(req->dev, req);
-    finish(req->inst, req, QATPY_ST_VERIFY_FAIL, status, false);
-}
-
-void qps_ec_check_refused(struct qatpy_device *dev, struct qps_req *req, CpaStatus st)
-{
-    reject(dev, req);
-    qps_complete(dev, req, QATPY_ST_VERIFY_FAIL, st);
+    finish(req->inst, req, QATPY_ST_VERIFY_FAIL, 0, false);
 }
 
 /* ---- polling one instance ----------------------------------------------- */

@@ -181,14 +181,14 @@ static CpaStatus submit_check(struct qps_inst *inst, struct qps_req *req,
     return qps_lib.cpaCyEcdsaVerify(inst->h, qps_ecdsa_verify_cb, req, op, &req->verify_status);
 }
 
-/* A request that will not reach the device: a sign fails to submit; the
- * check of a sign's result could not run, so the result is not delivered. */
+/* A request that will not reach the device fails to submit; if it was the
+ * check of a sign's result, that result is dropped, never delivered
+ * unchecked. */
 static void refused(struct qatpy_device *dev, struct qps_req *req, CpaStatus st)
 {
     if (req->checking)
-        qps_ec_check_refused(dev, req, st);
-    else
-        qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, st);
+        qps_result_drop(req);
+    qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, st);
 }
 
 static int dispatch(struct qatpy_device *dev, struct qps_req *req)

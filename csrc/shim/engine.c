@@ -42,8 +42,6 @@ qatpy_engine *qatpy_engine_new(qatpy_device *dev, const qatpy_engine_config *cfg
 {
     if (!cfg || cfg->fallback < QATPY_FALLBACK_NEVER ||
         cfg->fallback > QATPY_FALLBACK_ON_ERROR_OR_OVERFLOW ||
-        cfg->verify_ecdsa < QATPY_VERIFY_ECDSA_OFF ||
-        cfg->verify_ecdsa > QATPY_VERIFY_ECDSA_SOFTWARE ||
         cfg->deadline_ns > (uint64_t)QATPY_MAX_DEADLINE_NS)
         return NULL;
     pthread_once(&engine_atfork_once, engine_register_atfork);

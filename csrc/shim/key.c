@@ -48,7 +48,6 @@ static void key_destroy(struct qatpy_key *key)
     free(key->n);
     free(key->e);
     qps_mont_free(key->mont);
-    qps_ec_pub_free(key->ec_pub);
     struct qatpy_engine *eng = key->eng;
     uint32_t ninst = key->ninst;
     qps_wipe(key, sizeof *key + ninst * sizeof(struct qps_key_inst));
@@ -101,7 +100,7 @@ static struct qatpy_key *key_alloc(struct qatpy_device *dev, struct qatpy_engine
     key->eng = eng; /* referenced once the key is published (key_register) */
     const qatpy_engine_config *cfg = qatpy_engine_config_of(eng);
     key->verify = cfg->verify != 0;
-    key->verify_ecdsa = (uint8_t)cfg->verify_ecdsa;
+    key->verify_ecdsa = cfg->verify_ecdsa != 0;
     key->deadline_ns = cfg->deadline_ns;
     key->ninst = dev->ninst;
     atomic_init(&key->refs, 1);
@@ -130,7 +129,6 @@ static void key_abort(struct qatpy_key *key)
     free(key->n);
     free(key->e);
     qps_mont_free(key->mont);
-    qps_ec_pub_free(key->ec_pub);
     free(key);
 }
 
@@ -288,14 +286,6 @@ qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, con
         return NULL;
     }
     key->cv = cv;
-    if (key->verify_ecdsa == QATPY_VERIFY_ECDSA_SOFTWARE) {
-        key->ec_pub = qps_ec_pub_new(cv, px, py, err, errlen);
-        if (!key->ec_pub) {
-            qps_wipe(padded, sizeof padded);
-            key_abort(key);
-            return NULL;
-        }
-    }
     for (uint32_t i = 0; i < key->ninst; i++) {
         struct qps_key_inst *ki = &key->inst[i];
         /* d, then the public point the device's check verifies against. */

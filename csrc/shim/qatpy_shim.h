@@ -117,7 +117,7 @@ typedef struct {
     uint64_t late_answers;       /* device answers to timed-out requests, dropped */
     uint32_t unhealthy_instances; /* instances now routed around (timed out, restarting, fatal) */
     uint64_t poller_moves;       /* poll threads that left their submitter's CPU */
-    uint64_t ecdsa_checks;       /* ECDSA results checked before delivery (verify_ecdsa) */
+    uint64_t ecdsa_checks;       /* ECDSA results the device gave a verdict on (verify_ecdsa) */
 } qatpy_stats_t;
 
 /* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
@@ -225,13 +225,14 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
  * delivered; a mismatch completes as QATPY_ST_VERIFY_FAIL with no result
  * bytes.
  * ECDSA check (cfg.verify_ecdsa): every successful ECDSA (r, s) is verified
- * against the key's public point before it is delivered, by the device
- * (QATPY_VERIFY_ECDSA_DEVICE: a cpaCyEcdsaVerify submitted by the poller
- * after the sign's answer; the request keeps its slot and deadline) or in
- * software on the poll thread (QATPY_VERIFY_ECDSA_SOFTWARE, libcrypto).  A
- * signature that does not verify, or a check that cannot run (refused,
- * failed), completes as QATPY_ST_VERIFY_FAIL with no result bytes; it is
- * never retried on the device.
+ * by the device against the key's public point before it is delivered: the
+ * poller submits a cpaCyEcdsaVerify after the sign's answer, and the
+ * request keeps its slot and deadline meanwhile.  A signature the device
+ * does not verify completes as QATPY_ST_VERIFY_FAIL; a check that cannot
+ * run completes as what it met (SUBMIT_FAIL refused, DEVICE_FAIL failed,
+ * TIMEOUT, CLOSED); always with no result bytes, and nothing is retried on
+ * the device.  (A check in software was measured and not kept: it costs more
+ * CPU than signing in software; benchmarks/ecdsa_verify_cost.py.)
  * Deadline (cfg.deadline_ns, CLOCK_MONOTONIC from the submit call; 0 =
  * none).  A request unanswered at its deadline completes with
  * QATPY_ST_TIMEOUT; if it was on the device its slot and DMA stay with the
@@ -255,14 +256,10 @@ int qatpy_instance_healthy(qatpy_device *dev, uint32_t index);
 #define QATPY_FALLBACK_ON_ERROR 1
 #define QATPY_FALLBACK_ON_ERROR_OR_OVERFLOW 2
 
-#define QATPY_VERIFY_ECDSA_OFF 0
-#define QATPY_VERIFY_ECDSA_DEVICE 1     /* cpaCyEcdsaVerify on the device */
-#define QATPY_VERIFY_ECDSA_SOFTWARE 2   /* libcrypto on the poll thread */
-
 typedef struct {
     int fallback;          /* QATPY_FALLBACK_* */
-    int verify;            /* check RSA results before use */
-    int verify_ecdsa;      /* QATPY_VERIFY_ECDSA_*: check ECDSA results before use */
+    int verify;            /* check RSA results (in C) before use */
+    int verify_ecdsa;      /* check ECDSA results (on the device) before use */
     uint64_t deadline_ns;  /* per device request, 0 = none */
 } qatpy_engine_config;
 
@@ -286,8 +283,7 @@ typedef struct {
 } qatpy_engine_stats_t;
 
 /* NULL when out of memory or for a configuration out of range (fallback
- * not a QATPY_FALLBACK_*, verify_ecdsa not a QATPY_VERIFY_ECDSA_*,
- * deadline_ns > QATPY_MAX_DEADLINE_NS).  `dev` NULL
+ * not a QATPY_FALLBACK_*, deadline_ns > QATPY_MAX_DEADLINE_NS).  `dev` NULL
  * for a software engine; else the engine holds a reference on the device
  * struct (not its resources). */
 qatpy_engine *qatpy_engine_new(qatpy_device *dev, const qatpy_engine_config *cfg);

@@ -136,19 +136,6 @@ int qps_random_scalar(uint8_t *k, const uint8_t *n, size_t len, unsigned bits, q
 size_t qps_be_strip(const uint8_t **p, size_t len);
 void qps_wipe(void *p, size_t len);
 
-/* ---- the software ECDSA check (ecverify.c) ------------------------------ */
-
-/* A key's public point for libcrypto; NULL with `err` set when libcrypto.so.3
- * cannot be loaded or (x, y) is not a point of the curve. */
-struct qps_ec_pub;
-struct qps_ec_pub *qps_ec_pub_new(const struct qps_curve *cv, const uint8_t *x, const uint8_t *y,
-                                  char *err, size_t errlen);
-void qps_ec_pub_free(struct qps_ec_pub *pub);
-/* ECDSA verify of (r, s) over the truncated digest m, all cv->len bytes:
- * 1 valid, 0 not, -1 could not check. */
-int qps_ec_soft_verify(const struct qps_ec_pub *pub, const uint8_t *m, const uint8_t *r,
-                       const uint8_t *s);
-
 /* ---- verify-after-sign (verify.c): public-value modular arithmetic ------ */
 
 /* Montgomery context of an odd modulus n (public, ordinary memory). */
@@ -223,7 +210,7 @@ struct qps_req {
     uint32_t in_len;          /* RSA: modulus bytes; ECDSA: curve bytes */
     uint32_t attempts;        /* ECDSA k draws */
     bool verify;              /* RSA: check the result (the key's engine's setting at submit) */
-    uint8_t ec_check;         /* ECDSA: QATPY_VERIFY_ECDSA_* (likewise) */
+    bool ec_check;            /* ECDSA: the device verifies the result (likewise) */
     /* ECDSA: a sign's (r, s) awaits its check; result holds r || s raw
      * (in_len bytes each), DER-encoded only once it verifies. */
     bool checking;
@@ -322,10 +309,9 @@ struct qatpy_key {
      * engine's configuration never changes) so submit reads no pointer. */
     struct qatpy_engine *eng;
     bool verify;
-    uint8_t verify_ecdsa;      /* QATPY_VERIFY_ECDSA_* */
+    bool verify_ecdsa;
     uint64_t deadline_ns;
     const struct qps_curve *cv;
-    struct qps_ec_pub *ec_pub; /* EC, software check: the public point in libcrypto's form */
     uint32_t n_len;            /* RSA modulus bytes (minimal) */
     uint32_t half;             /* RSA: bytes of each CRT component */
     uint8_t *n;                /* RSA modulus (public), n_len bytes */
@@ -418,7 +404,6 @@ struct qatpy_device {
  *   key.c        device-side keys
  *   encode.c     pure encodings (PKCS#1, DER, nonces), NIST curve constants
  *   verify.c     verify-after-sign arithmetic (Montgomery)
- *   ecverify.c   the software ECDSA check (libcrypto, loaded at run time)
  * Below, file by file: the functions other files call.
  */
 
@@ -463,9 +448,8 @@ void qps_rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out);
 void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multiply_status,
                   CpaFlatBuffer *pr, CpaFlatBuffer *ps);
 void qps_ecdsa_verify_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean verify_status);
-/* The device check of a sign's (r, s) could not run (refused, nothing
- * dispatched): the result is not delivered; completes VERIFY_FAIL. */
-void qps_ec_check_refused(struct qatpy_device *dev, struct qps_req *req, CpaStatus st);
+/* A result that will not be delivered (its check could not run): wiped. */
+void qps_result_drop(struct qps_req *req);
 /* Poll one instance once and resubmit its ECDSA redos; returns responses seen. */
 int qps_poll_instance(struct qps_inst *inst);
 

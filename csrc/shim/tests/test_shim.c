@@ -75,7 +75,7 @@ static void bn_bytes(const BIGNUM *b, uint8_t *out, int *len)
 /* Settings of the engine objects that keys made from now on belong to
  * (verify, deadline: per engine, carried by every request on its keys). */
 static int g_verify = 1;
-static int g_verify_ecdsa = QATPY_VERIFY_ECDSA_OFF;
+static int g_verify_ecdsa;
 static uint64_t g_deadline_ns;
 
 static void settings(int verify, uint64_t deadline_ns)
@@ -84,7 +84,7 @@ static void settings(int verify, uint64_t deadline_ns)
     g_deadline_ns = deadline_ns;
 }
 
-static void ecdsa_check(int mode) { g_verify_ecdsa = mode; }
+static void ecdsa_check(int on) { g_verify_ecdsa = on; }
 
 /* A fresh engine object with the current settings; the key made on it
  * holds the only reference the test keeps. */
@@ -291,7 +291,7 @@ static qatpy_device *open_dev(int mode, uint64_t delay, uint32_t inflight, uint3
     qatpy_config cfg = {NULL, mode, delay, 0, inflight, max_req};
     qatpy_device *dev = NULL;
     settings(1, 0);
-    ecdsa_check(QATPY_VERIFY_ECDSA_OFF);
+    ecdsa_check(0);
     int rc = qatpy_device_open(&cfg, &dev, err, sizeof err);
     REQUIRE(rc == QATPY_OK && dev, "device_open rc=%d: %s", rc, err);
     return dev;
@@ -716,19 +716,20 @@ static void test_verify_after_sign(void)
     RSA_free(rk.rsa);
 }
 
-/* The ECDSA check (verify_ecdsa), on the device or in software: every
- * bit-flipped (r, s) is caught and completes VERIFY_FAIL with no bytes,
- * every delivered one verifies; a key of another engine on the same device
- * (check off) gets the flipped results as the device gave them; a blocked
- * C caller (the ssl provider's path) is checked too. */
-static void test_ecdsa_check(int mode)
+/* The ECDSA check (verify_ecdsa): the device verifies every (r, s) before
+ * it is delivered; every bit-flipped one is caught and completes
+ * VERIFY_FAIL with no bytes, every delivered one verifies; a key of another
+ * engine on the same device (check off) gets the flipped results as the
+ * device gave them; a blocked C caller (the ssl provider's path) is checked
+ * too. */
+static void test_ecdsa_check(void)
 {
     qatpy_sim_knob_reset();
     knob("instances", 2);
     qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
-    ecdsa_check(mode);
+    ecdsa_check(1);
     struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
-    ecdsa_check(QATPY_VERIFY_ECDSA_OFF);
+    ecdsa_check(0);
     struct ec_test_key plain = {ek.ec, ec_dev_key(dev, ek.ec, ek.curve), ek.curve};
     uint8_t dg[32];
     SHA256((const uint8_t *)"ecdsa check", 11, dg);
@@ -758,11 +759,9 @@ static void test_ecdsa_check(int mode)
           "verify_failures %llu, checks %llu, faults fired %lld",
           (unsigned long long)s.verify_failures, (unsigned long long)s.ecdsa_checks,
           sim("faults.ecdsa_bitflip"));
-    /* the device did the check itself: one verify per sign (else none) */
-    long long want_sim = mode == QATPY_VERIFY_ECDSA_DEVICE ? 2 * N : N;
-    CHECK(sim("submitted") == want_sim && sim("completed.verify_false") ==
-                                              (mode == QATPY_VERIFY_ECDSA_DEVICE ? FLIPS : 0),
-          "device requests %lld (want %lld), FALSE verifies %lld", sim("submitted"), want_sim,
+    /* the device did the check: one verify per sign, FALSE for the flipped */
+    CHECK(sim("submitted") == 2 * N && sim("completed.verify_false") == FLIPS,
+          "device requests %lld (want %d), FALSE verifies %lld", sim("submitted"), 2 * N,
           sim("completed.verify_false"));
 
     /* the other engine's key: no check, the flipped results pass as given */
@@ -788,10 +787,28 @@ static void test_ecdsa_check(int mode)
     CHECK(bad == QATPY_ST_VERIFY_FAIL && good == QATPY_ST_OK &&
               ECDSA_verify(0, dg, 32, sig, (int)len, ek.ec) == 1,
           "sign_wait: flipped -> %d, next -> %d", bad, good);
-    printf("  %s check: %d bit flips -> %zu VERIFY_FAIL, %zu delivered, 0 wrong; other engine: "
-           "%zu of %d wrong passed unchecked; blocked caller checked\n",
-           mode == QATPY_VERIFY_ECDSA_DEVICE ? "device" : "software", FLIPS, vf, ok, passed_bad,
-           M);
+    /* a check that cannot run drops the result: failed by the device
+     * (DEVICE_FAIL), refused at submit (SUBMIT_FAIL).  The sign is held on
+     * the device while the fault is armed, so the check is the next request. */
+    knob("latency_ns", 30000000);
+    struct tally t3;
+    tally_init(&t3, 2, true);
+    const char *faults[2] = {"fault.cb_fail.next", "fault.submit_fail.next"};
+    for (size_t i = 0; i < 2; i++) {
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+        knob(faults[i], 1);
+        collect(dev, &t3, i + 1, 5, false);
+    }
+    knob("latency_ns", 0);
+    CHECK(t3.got == 2 && t3.status[0] == QATPY_ST_DEVICE_FAIL && t3.len[0] == 0 &&
+              t3.status[1] == QATPY_ST_SUBMIT_FAIL && t3.len[1] == 0 &&
+              stats(dev).verify_failures == FLIPS + 1,
+          "failed check -> %d (%u bytes), refused check -> %d (%u bytes)", t3.status[0],
+          t3.len[0], t3.status[1], t3.len[1]);
+    tally_free(&t3);
+    printf("  %d bit flips -> %zu VERIFY_FAIL (device said FALSE), %zu delivered, 0 wrong; other "
+           "engine: %zu of %d wrong passed unchecked; blocked caller checked\n",
+           FLIPS, vf, ok, passed_bad, M);
     qatpy_key_release(ek.key);
     qatpy_key_release(plain.key);
     close_dev(dev);
@@ -799,9 +816,6 @@ static void test_ecdsa_check(int mode)
     tally_free(&t);
     EC_KEY_free(ek.ec);
 }
-
-static void test_ecdsa_check_device(void) { test_ecdsa_check(QATPY_VERIFY_ECDSA_DEVICE); }
-static void test_ecdsa_check_software(void) { test_ecdsa_check(QATPY_VERIFY_ECDSA_SOFTWARE); }
 
 static size_t count_status(const struct tally *t, int st)
 {
@@ -1476,8 +1490,7 @@ int main(int argc, char **argv)
         {"shutdown in flight", test_shutdown_inflight},
         {"faults", test_faults},
         {"verify after sign", test_verify_after_sign},
-        {"ECDSA check on the device", test_ecdsa_check_device},
-        {"ECDSA check in software", test_ecdsa_check_software},
+        {"ECDSA check on the device", test_ecdsa_check},
         {"deadlines", test_deadlines},
         {"settings per engine", test_settings_per_engine},
         {"blocking signs for C callers", test_sign_wait},
