@@ -194,16 +194,24 @@ static void finish_late(struct qps_req *req)
     finish(req->inst, req, QATPY_ST_TIMEOUT, 0, false);
 }
 
+/* Where every callback starts: false when the answer came too late (the
+ * request already completed as TIMEOUT) and was dropped. */
+static bool take_answer(struct qps_req *req)
+{
+    tl_callbacks++;
+    if (claim_answer(req))
+        return true;
+    finish_late(req);
+    return false;
+}
+
 void qps_rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out)
 {
     (void)op_data;
     (void)out; /* same as req->out */
     struct qps_req *req = tag;
-    tl_callbacks++;
-    if (!claim_answer(req)) {
-        finish_late(req);
+    if (!take_answer(req))
         return;
-    }
     if (status != CPA_STATUS_SUCCESS) {
         finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
         return;
@@ -223,11 +231,8 @@ void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multipl
     (void)ps;
     struct qps_req *req = tag;
     uint32_t len = req->in_len;
-    tl_callbacks++;
-    if (!claim_answer(req)) {
-        finish_late(req);
+    if (!take_answer(req))
         return;
-    }
     if (status != CPA_STATUS_SUCCESS) {
         finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
         return;
@@ -266,11 +271,8 @@ void qps_ecdsa_verify_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean 
 {
     (void)op_data;
     struct qps_req *req = tag;
-    tl_callbacks++;
-    if (!claim_answer(req)) {
-        finish_late(req);
+    if (!take_answer(req))
         return;
-    }
     if (status != CPA_STATUS_SUCCESS) {
         qps_result_drop(req);
         finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);

@@ -654,6 +654,41 @@ static void test_faults(void)
     EC_KEY_free(ek.ec);
 }
 
+/* A SHA-256 digest and the key that signed it (RSA, else EC). */
+struct sig_check {
+    const uint8_t *dg;
+    RSA *rsa;
+    EC_KEY *ec;
+};
+
+static bool sig_ok(const struct sig_check *k, const uint8_t *sig, uint32_t len)
+{
+    return k->rsa ? RSA_verify(NID_sha256, k->dg, 32, sig, len, k->rsa) == 1
+                  : ECDSA_verify(0, k->dg, 32, sig, (int)len, k->ec) == 1;
+}
+
+/* Outcome of a run with a check on: delivered (and how many of those do
+ * not verify), VERIFY_FAIL with no bytes, anything else. */
+struct checked {
+    size_t ok, wrong, vf, other;
+};
+
+static struct checked count_checked(const struct tally *t, size_t n, const struct sig_check *k)
+{
+    struct checked c = {0, 0, 0, 0};
+    for (size_t i = 0; i < n; i++) {
+        if (t->status[i] == QATPY_ST_OK) {
+            c.ok++;
+            c.wrong += !sig_ok(k, t->result[i], t->len[i]);
+        } else if (t->status[i] == QATPY_ST_VERIFY_FAIL && t->len[i] == 0) {
+            c.vf++;
+        } else {
+            c.other++;
+        }
+    }
+    return c;
+}
+
 /* Verify-after-sign: every bit-flipped RSA result is caught in C and
  * completes as VERIFY_FAIL with no bytes; every delivered one verifies. */
 static void test_verify_after_sign(void)
@@ -673,26 +708,17 @@ static void test_verify_after_sign(void)
                   QATPY_SUBMIT_OK,
               "submit");
     collect(dev, &t, N, 20, false);
-    size_t ok = 0, vf = 0, wrong = 0, other = 0;
-    for (size_t i = 0; i < N; i++) {
-        if (t.status[i] == QATPY_ST_OK) {
-            ok++;
-            wrong += RSA_verify(NID_sha256, dg, 32, t.result[i], t.len[i], rk.rsa) != 1;
-        } else if (t.status[i] == QATPY_ST_VERIFY_FAIL) {
-            vf++;
-            other += t.len[i] != 0;
-        } else {
-            other++;
-        }
-    }
+    struct checked c = count_checked(&t, N, &(struct sig_check){dg, rk.rsa, NULL});
     qatpy_stats_t s = stats(dev);
-    CHECK(t.got == N && t.dup == 0 && vf == FLIPS && ok == N - FLIPS && wrong == 0 && other == 0,
-          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, ok, vf, wrong, other);
+    CHECK(t.got == N && t.dup == 0 && c.vf == FLIPS && c.ok == N - FLIPS && c.wrong == 0 &&
+              c.other == 0,
+          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, c.ok, c.vf, c.wrong,
+          c.other);
     CHECK(s.verify_failures == FLIPS && sim("faults.rsa_bitflip") == FLIPS,
           "verify_failures %llu, faults fired %lld", (unsigned long long)s.verify_failures,
           sim("faults.rsa_bitflip"));
-    printf("  %d bit flips -> %zu VERIFY_FAIL (no bytes), %zu delivered, 0 wrong\n", FLIPS, vf,
-           ok);
+    printf("  %d bit flips -> %zu VERIFY_FAIL (no bytes), %zu delivered, 0 wrong\n", FLIPS, c.vf,
+           c.ok);
 
     /* switched off, the flipped result is delivered as the device gave it */
     settings(0, 0);
@@ -740,21 +766,13 @@ static void test_ecdsa_check(void)
     for (size_t i = 0; i < N; i++)
         CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
     collect(dev, &t, N, 20, false);
-    size_t ok = 0, vf = 0, wrong = 0, other = 0;
-    for (size_t i = 0; i < N; i++) {
-        if (t.status[i] == QATPY_ST_OK) {
-            ok++;
-            wrong += ECDSA_verify(0, dg, 32, t.result[i], (int)t.len[i], ek.ec) != 1;
-        } else if (t.status[i] == QATPY_ST_VERIFY_FAIL) {
-            vf++;
-            other += t.len[i] != 0;
-        } else {
-            other++;
-        }
-    }
+    struct sig_check k = {dg, NULL, ek.ec};
+    struct checked c = count_checked(&t, N, &k);
     qatpy_stats_t s = stats(dev);
-    CHECK(t.got == N && t.dup == 0 && vf == FLIPS && ok == N - FLIPS && wrong == 0 && other == 0,
-          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, ok, vf, wrong, other);
+    CHECK(t.got == N && t.dup == 0 && c.vf == FLIPS && c.ok == N - FLIPS && c.wrong == 0 &&
+              c.other == 0,
+          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, c.ok, c.vf, c.wrong,
+          c.other);
     CHECK(s.verify_failures == FLIPS && s.ecdsa_checks == N && sim("faults.ecdsa_bitflip") == FLIPS,
           "verify_failures %llu, checks %llu, faults fired %lld",
           (unsigned long long)s.verify_failures, (unsigned long long)s.ecdsa_checks,
@@ -771,8 +789,7 @@ static void test_ecdsa_check(void)
     collect(dev, &t, N + M, 20, false);
     size_t passed_bad = 0;
     for (size_t i = N; i < N + M; i++)
-        passed_bad += t.status[i] == QATPY_ST_OK &&
-                      ECDSA_verify(0, dg, 32, t.result[i], (int)t.len[i], ek.ec) != 1;
+        passed_bad += t.status[i] == QATPY_ST_OK && !sig_ok(&k, t.result[i], t.len[i]);
     CHECK(passed_bad == M && stats(dev).ecdsa_checks == N,
           "unchecked engine: %zu of %d wrong results passed, checks %llu", passed_bad, M,
           (unsigned long long)stats(dev).ecdsa_checks);
@@ -784,8 +801,7 @@ static void test_ecdsa_check(void)
     knob("fault.ecdsa_bitflip.next", 1);
     int bad = qps_sign_wait(ek.key, QPS_OP_ECDSA, 0, 0, dg, 32, sig, sizeof sig, &len, &cpa);
     int good = qps_sign_wait(ek.key, QPS_OP_ECDSA, 0, 0, dg, 32, sig, sizeof sig, &len, &cpa);
-    CHECK(bad == QATPY_ST_VERIFY_FAIL && good == QATPY_ST_OK &&
-              ECDSA_verify(0, dg, 32, sig, (int)len, ek.ec) == 1,
+    CHECK(bad == QATPY_ST_VERIFY_FAIL && good == QATPY_ST_OK && sig_ok(&k, sig, (uint32_t)len),
           "sign_wait: flipped -> %d, next -> %d", bad, good);
     /* a check that cannot run drops the result: failed by the device
      * (DEVICE_FAIL), refused at submit (SUBMIT_FAIL).  The sign is held on
@@ -808,7 +824,7 @@ static void test_ecdsa_check(void)
     tally_free(&t3);
     printf("  %d bit flips -> %zu VERIFY_FAIL (device said FALSE), %zu delivered, 0 wrong; other "
            "engine: %zu of %d wrong passed unchecked; blocked caller checked\n",
-           FLIPS, vf, ok, passed_bad, M);
+           FLIPS, c.vf, c.ok, passed_bad, M);
     qatpy_key_release(ek.key);
     qatpy_key_release(plain.key);
     close_dev(dev);
