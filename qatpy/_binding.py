@@ -170,11 +170,12 @@ class Device:
             return None, _err(err)
         return Key(ptr), ""
 
-    def ec_key(self, engine: CEngine, curve: int, d: bytes) -> tuple[Key | None, str]:
-        """A device copy of an EC key whose requests take `engine`'s settings."""
+    def ec_key(self, engine: CEngine, curve: int, d: bytes, x: bytes, y: bytes) -> tuple[Key | None, str]:
+        """A device copy of an EC key (private scalar d, public point (x, y))
+        whose requests take `engine`'s settings."""
         m = self._m
         err = m.ffi.new("char[]", ERRBUF)
-        ptr = m.lib.qatpy_ec_key_new(self._ptr, engine._ptr, curve, d, len(d), err, ERRBUF)
+        ptr = m.lib.qatpy_ec_key_new(self._ptr, engine._ptr, curve, d, len(d), x, len(x), y, len(y), err, ERRBUF)
         if ptr == m.ffi.NULL:
             return None, _err(err)
         return Key(ptr), ""
@@ -381,11 +382,14 @@ class CEngine:
         self._ptr = ptr
 
     @staticmethod
-    def new(device: Device | None, fallback: int, verify: bool, deadline_ns: int) -> CEngine | None:
+    def new(
+        device: Device | None, fallback: int, verify: bool, verify_ecdsa: bool, deadline_ns: int
+    ) -> CEngine | None:
         m = native()
         cfg = m.ffi.new("qatpy_engine_config *")
         cfg.fallback = fallback
         cfg.verify = 1 if verify else 0
+        cfg.verify_ecdsa = 1 if verify_ecdsa else 0
         cfg.deadline_ns = deadline_ns
         ptr = m.lib.qatpy_engine_new(device._ptr if device is not None else m.ffi.NULL, cfg)
         return None if ptr == m.ffi.NULL else CEngine(ptr)

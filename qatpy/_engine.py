@@ -36,6 +36,14 @@ DEFAULT_POLL_DELAY = 20e-6
 #: unanswered by then is re-run in software (or failed, with fallback="never")
 #: and its instance is routed around until it answers again.
 DEFAULT_DEADLINE = 5.0
+#: Default of verify_ecdsa: ECDSA results are not checked.  The check is a
+#: second device operation per signature (a verify does about twice a sign's
+#: point arithmetic), so it halves the device's ECDSA throughput and adds a
+#: device round trip to each signature; and unlike a faulty RSA-CRT result,
+#: which gives away the key (the RSA check is on), a wrong (r, s) fails at
+#: its verifier.  Numbers: README, "Engine options".
+DEFAULT_VERIFY_ECDSA = False
+
 #: Default time close() waits for in-flight work before failing it.
 DEFAULT_CLOSE_TIMEOUT = 10.0
 
@@ -127,6 +135,7 @@ class Engine:
         sim: Mapping[str, int] | None = None,
         fallback: str = "on_error",
         verify: bool = True,
+        verify_ecdsa: bool = DEFAULT_VERIFY_ECDSA,
         deadline: float | timedelta | None = DEFAULT_DEADLINE,
     ) -> None:
         if backend is None:
@@ -145,6 +154,8 @@ class Engine:
         self.poll_delay = _seconds(poll_delay, "poll_delay")
         if not isinstance(verify, bool):
             raise TypeError(f"verify must be True or False, not {type(verify).__name__}")
+        if not isinstance(verify_ecdsa, bool):
+            raise TypeError(f"verify_ecdsa must be True or False, not {type(verify_ecdsa).__name__}")
         self.deadline = None if deadline is None else _seconds(deadline, "deadline")
         if self.deadline == 0:
             raise ValueError("deadline must be > 0 seconds, or None for no deadline")
@@ -203,6 +214,7 @@ class Engine:
                     sim_knobs=dict(sim or {}),
                     fallback=fallback,
                     verify=verify,
+                    verify_ecdsa=verify_ecdsa,
                     deadline=self.deadline,
                 )
             except QatUnavailableError as exc:
@@ -218,7 +230,9 @@ class Engine:
         self.backend: str = self._ops.name
         # The C engine object that qatpy.ssl's provider keys report to (it
         # outlives this Engine while OpenSSL holds such keys).
-        self._c_engine = c_engine if c_engine is not None else _software_c_engine(fallback, verify, self.deadline)
+        self._c_engine = c_engine if c_engine is not None else _software_c_engine(
+            fallback, verify, verify_ecdsa, self.deadline
+        )
         if self._c_engine is not None:
             weakref.finalize(self, self._c_engine.release)
         self._closed = False
@@ -400,7 +414,7 @@ class Engine:
         return d
 
 
-def _software_c_engine(fallback: str, verify: bool, deadline: float | None) -> Any:
+def _software_c_engine(fallback: str, verify: bool, verify_ecdsa: bool, deadline: float | None) -> Any:
     """The shim's engine object for a software Engine (None if the extension is not built)."""
     from . import _binding
 
@@ -409,6 +423,7 @@ def _software_c_engine(fallback: str, verify: bool, deadline: float | None) -> A
             None,
             _binding.fallback_code(fallback),
             verify,
+            verify_ecdsa,
             0 if deadline is None else max(1, int(deadline * 1e9)),
         )
     except ImportError:

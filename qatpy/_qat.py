@@ -97,6 +97,7 @@ class QatBackend:
         sim_knobs: Mapping[str, int],
         fallback: str,
         verify: bool,
+        verify_ecdsa: bool,
         deadline: float | None,
     ) -> None:
         self.name = "sim" if sim else "qat"
@@ -133,11 +134,12 @@ class QatBackend:
             sim_knobs=sim_knobs,
         )
         # The engine object: its settings go with every request on its keys
-        # (verify, deadline), and the ssl provider's keys report to it.
+        # (verify, verify_ecdsa, deadline), and the ssl provider's keys report to it.
         c_engine = _binding.CEngine.new(
             self._session.device,
             _binding.fallback_code(fallback),
             verify,
+            verify_ecdsa,
             0 if deadline is None else max(1, int(deadline * 1e9)),
         )
         if c_engine is None:  # pragma: no cover - only out of memory (the values were checked)
@@ -202,8 +204,14 @@ class QatBackend:
             )
         elif isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in CURVE_IDS:
             size = (key.curve.key_size + 7) // 8
+            priv = key.private_numbers()
+            pub = priv.public_numbers
             handle, _err = dev.ec_key(
-                self.c_engine, CURVE_IDS[key.curve.name], _be(key.private_numbers().private_value, size)
+                self.c_engine,
+                CURVE_IDS[key.curve.name],
+                _be(priv.private_value, size),
+                _be(pub.x, size),
+                _be(pub.y, size),
             )
         else:
             return None

@@ -9,6 +9,7 @@ FAULT_KINDS = (
     "cb_fail",
     "ecdsa_mult_false",
     "rsa_bitflip",
+    "ecdsa_bitflip",
     "lost",
     "poll_fail",
     "restart",

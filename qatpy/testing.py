@@ -17,8 +17,8 @@ that depends on qatpy the fixtures are simply there:
     device was left holding DMA memory or freed key material unwiped.
 
 Fault kinds: submit_retry, submit_fail, submit_restarting,
-submit_unsupported, cb_fail, ecdsa_mult_false, rsa_bitflip, lost, poll_fail,
-restart (see csrc/sim/README.md for every knob).
+submit_unsupported, cb_fail, ecdsa_mult_false, rsa_bitflip, ecdsa_bitflip, lost,
+poll_fail, restart (see csrc/sim/README.md for every knob).
 """
 
 from __future__ import annotations

@@ -139,6 +139,9 @@ def test_closed_engine(backend, ec_keys):
         ({"threads": 1.5}, TypeError, "int"),
         ({"backend": "software", "sim": {"instances": 2}}, ValueError, "sim"),
         ({"backend": "sim", "sim": {"instances": "two"}}, TypeError, "knob"),
+        ({"verify": "rsa"}, TypeError, "verify must be True or False"),
+        ({"verify_ecdsa": "device"}, TypeError, "verify_ecdsa must be True or False"),
+        ({"verify_ecdsa": 1}, TypeError, "verify_ecdsa must be True or False"),
     ],
 )
 def test_engine_option_validation(kwargs, exc, words):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
@@ -159,6 +160,79 @@ def test_verify_failure_typed_with_fallback_never(rsa_keys):
             eng.wrap_key(raw).sign(b"m", *PKCS)
 
 
+def _wrong(raw, msgs, sigs):
+    """How many of sigs do not verify (cryptography)."""
+    bad = 0
+    for m, s in zip(msgs, sigs):
+        try:
+            raw.public_key().verify(s, m, ECDSA)
+        except InvalidSignature:
+            bad += 1
+    return bad
+
+
+def test_wrong_ecdsa_result_never_delivered_with_verify_ecdsa(ec_keys):
+    """With verify_ecdsa=True every bit-flipped (r, s) is caught by the device's check and re-signed in software: all 40 verify."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", verify_ecdsa=True, sim={"fault.ecdsa_bitflip.next": 5}) as eng:
+        key = eng.wrap_key(raw)
+        msgs = [b"e%d" % i for i in range(40)]
+        sigs = key.sign_many(msgs, ECDSA)
+        assert _wrong(raw, msgs, sigs) == 0
+        st = eng.stats()
+        assert st["fallbacks"] == {"verify_failed": 5}
+        assert st["device"]["verify_failures"] == 5 and st["device"]["ecdsa_checks"] == 40
+        assert _binding.sim_get("faults.ecdsa_bitflip") == 5
+
+
+@pytest.mark.parametrize("curve", ["secp384r1", "secp521r1"])
+def test_ecdsa_check_on_every_curve(ec_keys, curve):
+    """The device's check takes P-384 and P-521 keys too: flipped results caught, every delivered signature verifies."""
+    raw = ec_keys[curve]
+    alg = ec.ECDSA(hashes.SHA384() if curve == "secp384r1" else hashes.SHA512())
+    with qatpy.Engine("sim", verify_ecdsa=True, sim={"fault.ecdsa_bitflip.next": 2}) as eng:
+        msgs = [b"c%d" % i for i in range(6)]
+        for m, s in zip(msgs, eng.wrap_key(raw).sign_many(msgs, alg)):
+            raw.public_key().verify(s, m, alg)
+        assert eng.stats()["fallbacks"] == {"verify_failed": 2}
+
+
+def test_without_verify_ecdsa_the_fault_reaches_the_caller(ec_keys):
+    """By default (verify_ecdsa off) the same fault hands back signatures that do not verify: the check is what protects callers."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", sim={"fault.ecdsa_bitflip.next": 3}) as eng:
+        msgs = [b"u%d" % i for i in range(10)]
+        assert _wrong(raw, msgs, eng.wrap_key(raw).sign_many(msgs, ECDSA)) == 3
+        st = eng.stats()
+        assert st["fallbacks"] == {} and st["device"]["verify_failures"] == 0 and st["device"]["ecdsa_checks"] == 0
+
+
+def test_ecdsa_verify_failure_typed_with_fallback_never(ec_keys):
+    """Under fallback='never' an ECDSA result the device's check refuses raises VerificationError; the next one is delivered."""
+    raw = ec_keys["secp256r1"]
+    with qatpy.Engine("sim", verify_ecdsa=True, fallback="never", sim={"fault.ecdsa_bitflip.next": 1}) as eng:
+        key = eng.wrap_key(raw)
+        with pytest.raises(qatpy.VerificationError):
+            key.sign(b"m", ECDSA)
+        raw.public_key().verify(key.sign(b"m", ECDSA), b"m", ECDSA)
+
+
+def test_verify_ecdsa_setting_belongs_to_its_engine(ec_keys):
+    """Two engines on one device: only the one made with verify_ecdsa=True has its results checked (made first, and the other made and used after it)."""
+    raw = ec_keys["secp256r1"]
+    msgs = [b"w%d" % i for i in range(8)]
+    with qatpy.Engine("sim", verify_ecdsa=True, fallback="never") as careful:
+        with qatpy.Engine("sim", fallback="never") as careless:
+            plain = careless.wrap_key(raw)
+            checked = careful.wrap_key(raw)
+            assert _binding.sim_set("fault.ecdsa_bitflip.next", len(msgs)) == 0
+            out = checked.sign_many(msgs, ECDSA, return_exceptions=True)
+            assert all(isinstance(r, qatpy.VerificationError) for r in out), out
+            assert _binding.sim_set("fault.ecdsa_bitflip.next", len(msgs)) == 0
+            assert _wrong(raw, msgs, plain.sign_many(msgs, ECDSA)) == len(msgs)
+            assert careful.stats()["failed"] == len(msgs) and careless.stats()["failed"] == 0
+
+
 def test_lost_response_hits_deadline_and_falls_back(ec_keys, wait_healthy):
     """Responses that never come are settled in software, none later than its deadline; the device is reset and serves again."""
     raw = ec_keys["secp256r1"]
@@ -208,7 +282,9 @@ def test_verify_setting_belongs_to_its_engine(rsa_keys):
 def test_deadline_setting_belongs_to_its_engine(ec_keys):
     """An engine with deadline=None is not cut short by another engine's 0.05 s deadline on the same device."""
     raw = ec_keys["secp256r1"]
-    with qatpy.Engine("sim", deadline=None, fallback="never", sim={"latency_ns": 150_000_000}) as patient:
+    # A slow device, not a hung one: its heartbeat must not declare it unresponsive.
+    sim = {"latency_ns": 150_000_000, "heartbeat_overdue_ms": 60_000}
+    with qatpy.Engine("sim", deadline=None, fallback="never", sim=sim) as patient:
         with qatpy.Engine("sim", deadline=0.05, fallback="never") as hasty:
             with pytest.raises(qatpy.DeadlineExceededError):
                 hasty.wrap_key(raw).sign(b"hasty", ECDSA)

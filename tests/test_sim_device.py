@@ -656,6 +656,44 @@ def test_ecdsa_verify(curve):
         assert sim_get("completed.verify_false") == 1
 
 
+def test_ecdsa_verify_rules():
+    """cpaCyEcdsaVerify obeys sign's rules (NULL status, zero length, non-DMA buffer, curve, capability refused and counted); the same request then verifies, its callback only inside poll."""
+    key = ec_key("P-256")
+    digest = ec_digest("P-256", b"rules")
+    r, s = utils.decode_dss_signature(key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256()))))
+    pub = key.public_key().public_numbers()
+    with sd.device() as dev:
+        op = sd.ecdsa_verify(dev.dma, "P-256", (pub.x, pub.y), digest, r, s)
+
+        def submit(status=op.status) -> int:
+            return int(dev.qat.cpaCyEcdsaVerify(dev.h, dev.verify_cb, sd.tag(7), op.opdata, status))
+
+        assert submit(ffi.NULL) == INVALID_PARAM and refused("null_param") == 1
+        n_s = op.opdata.s.dataLenInBytes
+        op.opdata.s.dataLenInBytes = 0
+        assert submit() == INVALID_PARAM and refused("zero_length") == 1
+        op.opdata.s.dataLenInBytes = n_s
+        saved = op.opdata.yp.pData
+        ordinary = ffi.new("Cpa8U[32]")
+        ffi.memmove(ordinary, saved, 32)
+        op.opdata.yp.pData = ordinary
+        assert submit() == FAIL and refused("dma") == 1
+        op.opdata.yp.pData = saved
+        op.opdata.b.pData[31] ^= 1
+        assert submit() == INVALID_PARAM and refused("ec_curve") == 1
+        op.opdata.b.pData[31] ^= 1
+        sim_set(**{"cap.ecdsa": 0})
+        assert submit() == UNSUPPORTED and refused("capability") == 1
+        sim_set(**{"cap.ecdsa": 1})
+        assert sim_get("submitted") == 0
+        assert submit() == SUCCESS
+        time.sleep(0.02)
+        assert dev.done == []  # computed by now, but delivered only by a poll
+        dev.poll_until(1)
+        c = dev.done[0]
+        assert (c.tag, c.status, c.flag, c.in_poll) == (7, SUCCESS, 1, True)
+
+
 @pytest.mark.parametrize("curve", ["P-256", "P-384", "P-521"])
 def test_curve_constants_are_the_table(curve):
     """The device's NIST constants equal tests/abi_facts.py's: the table's six sign (verified); any one off by a bit is refused."""
@@ -1036,6 +1074,27 @@ def test_rsa_bitflip_fault(rsa_keys):
             key.public_key().verify(bad, b"flip", padding.PKCS1v15(), hashes.SHA256())
         good = rsa_sign_on_device(dev, key, b"flip")
         assert (b2i(good) ^ b2i(bad)).bit_count() == 1
+
+
+@pytest.mark.parametrize("curve", ["P-256", "P-521"])
+def test_ecdsa_bitflip_fault(curve):
+    """fault.ecdsa_bitflip: SUCCESS, multiplyStatus TRUE, (r, s) one bit away from the right pair for that k, neither zero, and it does not verify."""
+    k = 0xC0FFEE
+    with sd.device(fault__ecdsa_bitflip__next=1) as dev:
+        key, digest, bad = sign_op(dev, curve, k=k)
+        d = key.private_numbers().private_value
+        good = sd.ecdsa_sign(dev.dma, curve, d, k, digest)
+        assert sd.submit_sign(dev, bad, 0) == SUCCESS
+        dev.poll_until(1)
+        assert sd.submit_sign(dev, good, 1) == SUCCESS
+        dev.poll_until(2)
+        assert [(c.status, c.flag) for c in dev.done] == [(SUCCESS, 1), (SUCCESS, 1)]
+        (r1, s1), (r2, s2) = ((b2i(sd.fb_bytes(o.outs[0])), b2i(sd.fb_bytes(o.outs[1]))) for o in (bad, good))
+        ec_check(key, curve, digest, r2, s2)
+        assert r1 and s1 and (r1 ^ r2).bit_count() + (s1 ^ s2).bit_count() == 1
+        with pytest.raises(InvalidSignature):
+            ec_check(key, curve, digest, r1, s1)
+        assert sim_get("faults.ecdsa_bitflip") == 1
 
 
 def test_lost_response_fault(rsa_keys):

@@ -415,17 +415,20 @@ def test_key_reference_path_for_other_loaders(pki, engine):
 
 
 SIM_FAULTS = [
-    # fault plan, the key kind it hits, the fallback reason it is counted under
-    ({"cb_fail": 2}, "p256", "device_error"),
-    ({"lost": 2}, "p384", "deadline"),
-    ({"rsa_bitflip": 2}, "rsa2048", "verify_failed"),
+    # fault plan, the key kind it hits, the fallback reason it is counted under, engine options
+    ({"cb_fail": 2}, "p256", "device_error", {}),
+    ({"lost": 2}, "p384", "deadline", {}),
+    ({"rsa_bitflip": 2}, "rsa2048", "verify_failed", {}),
+    ({"ecdsa_bitflip": 2}, "p256", "verify_failed", {"verify_ecdsa": True}),
 ]
 
 
-@pytest.mark.parametrize("faults,kind,reason", SIM_FAULTS, ids=[f[2] for f in SIM_FAULTS])
-def test_device_faults_never_break_a_handshake(pki, qatpy_sim, faults, kind, reason):
-    """A failed answer, a lost one (short deadline) or a corrupted RSA result: every handshake completes and verifies, the bad ones re-signed in software and counted by reason."""
-    eng = qatpy_sim(faults=faults, deadline=0.2, fallback="on_error")
+@pytest.mark.parametrize(
+    "faults,kind,reason,options", SIM_FAULTS, ids=[f"{next(iter(f[0]))}-{f[2]}" for f in SIM_FAULTS]
+)
+def test_device_faults_never_break_a_handshake(pki, qatpy_sim, faults, kind, reason, options):
+    """A failed answer, a lost one (short deadline), a corrupted RSA result or (verify_ecdsa=True) a corrupted ECDSA one: every handshake completes and verifies, the bad ones re-signed in software and counted by reason."""
+    eng = qatpy_sim(faults=faults, deadline=0.2, fallback="on_error", **options)
     before = ssl_counts(eng)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     qatpy.ssl.load_cert_chain(ctx, *pki[kind], engine=eng)
@@ -442,19 +445,33 @@ def test_device_faults_never_break_a_handshake(pki, qatpy_sim, faults, kind, rea
     assert eng.stats()["fallbacks"].get(reason) == 2
 
 
-def test_device_fault_under_never_fails_the_handshake_only(pki, qatpy_sim):
-    """Under fallback='never' a corrupted result fails that handshake (the client sees an alert, never a bad signature); the next one succeeds."""
-    eng = qatpy_sim(faults={"rsa_bitflip": 1}, fallback="never")
+def _two_handshakes(pki, eng, kind):
+    """Two TLS 1.3 handshakes against a server with `kind`'s key on `eng`: the s_client results and the counter increments."""
     before = ssl_counts(eng)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    qatpy.ssl.load_cert_chain(ctx, *pki["rsa2048"], engine=eng)
+    qatpy.ssl.load_cert_chain(ctx, *pki[kind], engine=eng)
     with TLSServer(ctx) as srv:
-        bad = s_client(srv.port, pki["ca"].path, "-tls1_3")
-        good = s_client(srv.port, pki["ca"].path, "-tls1_3")
+        first = s_client(srv.port, pki["ca"].path, "-tls1_3")
+        second = s_client(srv.port, pki["ca"].path, "-tls1_3")
+    return first, second, delta(ssl_counts(eng), before)
+
+
+def test_ecdsa_fault_reaches_the_client_without_verify_ecdsa(pki, qatpy_sim):
+    """With verify_ecdsa off (the default) a corrupted ECDSA handshake signature leaves the server and the client rejects that handshake: the check is what keeps it in."""
+    bad, good, counts = _two_handshakes(pki, qatpy_sim(faults={"ecdsa_bitflip": 1}, fallback="on_error"), "p256")
+    # The chain verifies; the handshake signature does not (OpenSSL: "bad signature").
+    assert bad.returncode != 0 and "bad signature" in bad.output, bad.output
+    assert good.returncode == 0 and good.verified, good.output
+    assert counts == {"signs": 2, "device": 2, "device_completed": 2}
+
+
+def test_device_fault_under_never_fails_the_handshake_only(pki, qatpy_sim):
+    """Under fallback='never' a corrupted result fails that handshake (the client sees an alert, never a bad signature); the next one succeeds."""
+    bad, good, counts = _two_handshakes(pki, qatpy_sim(faults={"rsa_bitflip": 1}, fallback="never"), "rsa2048")
     # The server aborts that handshake with an alert: the client never receives a signature.
     assert bad.returncode != 0 and bad.sigtype is None and "alert" in bad.output, bad.output
     assert good.returncode == 0 and good.verified, good.output
-    assert delta(ssl_counts(eng), before) == {"signs": 2, "device": 1, "device_completed": 1, "failed": 1}
+    assert counts == {"signs": 2, "device": 1, "device_completed": 1, "failed": 1}
 
 
 @pytest.mark.parametrize("backend", ["software", "sim"])

@@ -11,6 +11,11 @@
  * An ECDSA result with multiplyStatus FALSE, and a request a reset failed
  * (finish_failed), go to the instance's redo list and are resubmitted (with
  * a fresh k) by the poller, outside the call.
+ * With the ECDSA check on (verify_ecdsa), a good-looking (r, s) is held
+ * back, raw, until the device verifies it: the request takes the same redo
+ * path and is resubmitted as a cpaCyEcdsaVerify, whose answer comes to
+ * qps_ecdsa_verify_cb.  A held-back result that is not verified (FALSE, or
+ * a check that could not run) is wiped, never delivered.
  */
 #include <string.h>
 
@@ -47,6 +52,31 @@ static void redo_push(struct qps_inst *inst, struct qps_req *req)
     pthread_mutex_unlock(&inst->lock);
 }
 
+void qps_result_drop(struct qps_req *req)
+{
+    qps_wipe(req->result, sizeof req->result);
+    req->result_len = 0;
+    req->checking = false;
+}
+
+/* A result that failed its check: wiped, never delivered. */
+static void reject(struct qatpy_device *dev, struct qps_req *req)
+{
+    qps_result_drop(req);
+    req->status = QATPY_ST_VERIFY_FAIL;
+    atomic_fetch_add(&dev->st.verify_failures, 1);
+}
+
+/* A checked (r, s), held raw in result, becomes the DER signature. */
+static void ec_deliverable(struct qps_req *req)
+{
+    uint8_t der[QPS_MAX_ECDSA_DER];
+    uint32_t len = req->in_len;
+    req->result_len = (uint32_t)qps_der_ecdsa(req->result, req->result + len, len, der);
+    memcpy(req->result, der, req->result_len);
+    req->checking = false;
+}
+
 /* Verify-after-sign (CVE-2017-5681; OpenSSL's RSA-CRT self-check): a
  * successful RSA result must satisfy sig^e mod n == the submitted block, or
  * it is wiped and completes as VERIFY_FAIL.  Runs on the poller after the
@@ -60,10 +90,7 @@ static void verify_result(struct qatpy_device *dev, struct qps_req *req)
     if (qps_rsa_verify_block(key->mont, key->e, key->e_len, req->result, req->input,
                              req->in_len))
         return;
-    qps_wipe(req->result, sizeof req->result);
-    req->result_len = 0;
-    req->status = QATPY_ST_VERIFY_FAIL;
-    atomic_fetch_add(&dev->st.verify_failures, 1);
+    reject(dev, req);
 }
 
 /* A zombie's late answer, dropped.  A FAIL one is a reset giving its slot
@@ -189,16 +216,24 @@ static void finish_failed(struct qps_req *req, CpaStatus status)
     finish(inst, req, QATPY_ST_DEVICE_FAIL, status, again);
 }
 
+/* Where every callback starts: false when the answer came too late (the
+ * request already completed as TIMEOUT) and was dropped. */
+static bool take_answer(struct qps_req *req, CpaStatus status)
+{
+    tl_callbacks++;
+    if (claim_answer(req))
+        return true;
+    finish_late(req, status);
+    return false;
+}
+
 void qps_rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out)
 {
     (void)op_data;
     (void)out; /* same as req->out */
     struct qps_req *req = tag;
-    tl_callbacks++;
-    if (!claim_answer(req)) {
-        finish_late(req, status);
+    if (!take_answer(req, status))
         return;
-    }
     if (status != CPA_STATUS_SUCCESS) {
         finish_failed(req, status);
         return;
@@ -218,11 +253,8 @@ void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multipl
     (void)ps;
     struct qps_req *req = tag;
     uint32_t len = req->in_len;
-    tl_callbacks++;
-    if (!claim_answer(req)) {
-        finish_late(req, status);
+    if (!take_answer(req, status))
         return;
-    }
     if (status != CPA_STATUS_SUCCESS) {
         finish_failed(req, status);
         return;
@@ -230,6 +262,16 @@ void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multipl
     const uint8_t *r = req->buf + QPS_EC_R_OFF;
     const uint8_t *s = req->buf + QPS_EC_S_OFF;
     if (multiply_status == CPA_TRUE && !qps_be_is_zero(r, len) && !qps_be_is_zero(s, len)) {
+        if (req->ec_check) {
+            /* Held back until the device verifies it: a second submit,
+             * made by the poller after this poll call (the redo path). */
+            memcpy(req->result, r, len);
+            memcpy(req->result + len, s, len);
+            req->result_len = 2 * len;
+            req->checking = true;
+            finish(req->inst, req, QATPY_ST_OK, 0, true);
+            return;
+        }
         req->result_len = (uint32_t)qps_der_ecdsa(r, s, len, req->result);
         finish(req->inst, req, QATPY_ST_OK, 0, false);
         return;
@@ -240,6 +282,32 @@ void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multipl
         finish(req->inst, req, QATPY_ST_DEVICE_FAIL, CPA_STATUS_FAIL, false);
     else
         finish(req->inst, req, 0, 0, true);
+}
+
+/* The device's answer to the check of a sign's (r, s): delivered only if
+ * the device says it verifies.  FALSE completes VERIFY_FAIL; a check that
+ * failed (callback status) completes DEVICE_FAIL, which is what happened:
+ * either way the result is dropped, and nothing is retried on the device
+ * (the fallback policy may re-sign in software). */
+void qps_ecdsa_verify_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean verify_status)
+{
+    (void)op_data;
+    struct qps_req *req = tag;
+    if (!take_answer(req, status))
+        return;
+    if (status != CPA_STATUS_SUCCESS) {
+        qps_result_drop(req);
+        finish(req->inst, req, QATPY_ST_DEVICE_FAIL, status, false);
+        return;
+    }
+    atomic_fetch_add(&req->dev->st.ecdsa_checks, 1);
+    if (verify_status == CPA_TRUE) {
+        ec_deliverable(req);
+        finish(req->inst, req, QATPY_ST_OK, 0, false);
+        return;
+    }
+    reject(req->dev, req);
+    finish(req->inst, req, QATPY_ST_VERIFY_FAIL, 0, false);
 }
 
 /* ---- polling one instance ----------------------------------------------- */

@@ -155,6 +155,59 @@ void qps_inst_release(struct qps_inst *inst, struct qps_req *req)
 
 enum { QPS_D_OK, QPS_D_NOCAP, QPS_D_RETRY, QPS_D_DONE };
 
+/* The curve's six constants from the instance's DMA copy, in the order
+ * every ECDSA op-data names them (xg, yg, n, q, a, b). */
+static void curve_params(const struct qps_inst *inst, const struct qps_curve *cv,
+                         CpaFlatBuffer *const params[6])
+{
+    uint8_t *cb = inst->curve_dma + (size_t)(cv->id - QATPY_CURVE_P256) * QPS_CURVE_BLOCK;
+    for (int p = 0; p < 6; p++) {
+        params[p]->dataLenInBytes = cv->len;
+        params[p]->pData = cb + p * QPS_CURVE_PARAM_STRIDE;
+    }
+}
+
+static void flat(CpaFlatBuffer *fb, uint8_t *p, uint32_t len)
+{
+    fb->dataLenInBytes = len;
+    fb->pData = p;
+}
+
+/* The device's check of a sign's (r, s) (held raw in req->result) against
+ * the key's public point, which the key's DMA copy holds after d. */
+static CpaStatus submit_check(struct qps_inst *inst, struct qps_req *req,
+                              const struct qps_key_inst *ki, uint8_t *buf)
+{
+    const struct qps_curve *cv = req->key->cv;
+    uint32_t len = cv->len;
+    CpaCyEcdsaVerifyOpData *op = &req->opd.ecv;
+    curve_params(inst, cv, (CpaFlatBuffer *const[6]){&op->xg, &op->yg, &op->n, &op->q, &op->a,
+                                                     &op->b});
+    memcpy(buf + QPS_EC_M_OFF, req->input, len);
+    memcpy(buf + QPS_EC_R_OFF, req->result, len);
+    memcpy(buf + QPS_EC_S_OFF, req->result + len, len);
+    flat(&op->m, buf + QPS_EC_M_OFF, len);
+    flat(&op->r, buf + QPS_EC_R_OFF, len);
+    flat(&op->s, buf + QPS_EC_S_OFF, len);
+    flat(&op->xp, ki->dma + len, len);
+    flat(&op->yp, ki->dma + 2 * len, len);
+    op->fieldType = CPA_CY_EC_FIELD_TYPE_PRIME;
+    req->verify_status = CPA_FALSE;
+    if (!qps_lib.cpaCyEcdsaVerify)
+        return CPA_STATUS_UNSUPPORTED; /* a library without it: nothing is delivered unchecked */
+    return qps_lib.cpaCyEcdsaVerify(inst->h, qps_ecdsa_verify_cb, req, op, &req->verify_status);
+}
+
+/* A request that will not reach the device fails to submit; if it was the
+ * check of a sign's result, that result is dropped, never delivered
+ * unchecked. */
+static void refused(struct qatpy_device *dev, struct qps_req *req, int status, CpaStatus st)
+{
+    if (req->checking)
+        qps_result_drop(req);
+    qps_complete(dev, req, status, st);
+}
+
 static int dispatch(struct qatpy_device *dev, struct qps_req *req)
 {
     int why = 0;
@@ -164,7 +217,7 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
             return QPS_D_NOCAP;
         /* No usable instance: fail now so the fallback policy runs it. */
         atomic_fetch_add(&dev->st.fast_fails, 1);
-        qps_complete(dev, req, QATPY_ST_UNAVAILABLE, why);
+        refused(dev, req, QATPY_ST_UNAVAILABLE, why);
         return QPS_D_DONE;
     }
     /* Not yet visible to the checker (linked below) and no answer pending. */
@@ -193,6 +246,8 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
         req->out.dataLenInBytes = 2 * req->key->half;
         req->out.pData = buf + QPS_RSA_OUT_OFF;
         st = qps_lib.cpaCyRsaDecrypt(inst->h, qps_rsa_cb, req, &req->opd.rsa, &req->out);
+    } else if (req->checking) {
+        st = submit_check(inst, req, ki, buf);
     } else {
         const struct qps_curve *cv = req->key->cv;
         uint32_t len = cv->len;
@@ -213,24 +268,15 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
         memcpy(buf + QPS_EC_M_OFF, req->input, len);
         memset(buf + QPS_EC_R_OFF, 0, len);
         memset(buf + QPS_EC_S_OFF, 0, len);
-        uint8_t *cb = inst->curve_dma + (size_t)(cv->id - QATPY_CURVE_P256) * QPS_CURVE_BLOCK;
         CpaCyEcdsaSignRSOpData *op = &req->opd.ec;
-        CpaFlatBuffer *params[6] = {&op->xg, &op->yg, &op->n, &op->q, &op->a, &op->b};
-        for (int p = 0; p < 6; p++) {
-            params[p]->dataLenInBytes = len;
-            params[p]->pData = cb + p * QPS_CURVE_PARAM_STRIDE;
-        }
-        op->k.dataLenInBytes = len;
-        op->k.pData = k;
-        op->m.dataLenInBytes = len;
-        op->m.pData = buf + QPS_EC_M_OFF;
-        op->d.dataLenInBytes = len;
-        op->d.pData = ki->dma;
+        curve_params(inst, cv,
+                     (CpaFlatBuffer *const[6]){&op->xg, &op->yg, &op->n, &op->q, &op->a, &op->b});
+        flat(&op->k, k, len);
+        flat(&op->m, buf + QPS_EC_M_OFF, len);
+        flat(&op->d, ki->dma, len);
         op->fieldType = CPA_CY_EC_FIELD_TYPE_PRIME;
-        req->r.dataLenInBytes = len;
-        req->r.pData = buf + QPS_EC_R_OFF;
-        req->s.dataLenInBytes = len;
-        req->s.pData = buf + QPS_EC_S_OFF;
+        flat(&req->r, buf + QPS_EC_R_OFF, len);
+        flat(&req->s, buf + QPS_EC_S_OFF, len);
         req->sign_status = CPA_FALSE;
         st = qps_lib.cpaCyEcdsaSignRS(inst->h, qps_ecdsa_cb, req, op, &req->sign_status, &req->r,
                                       &req->s);
@@ -255,11 +301,11 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
         atomic_store(&inst->full_ns, qps_now_ns());
         atomic_store(&inst->full, 1);
         atomic_fetch_add(&dev->st.ring_retries, 1);
-        if (req->op == QPS_OP_ECDSA)
+        if (req->op == QPS_OP_ECDSA && !req->checking)
             req->attempts--; /* that k never reached the device */
         return QPS_D_RETRY;
     }
-    qps_complete(dev, req, QATPY_ST_SUBMIT_FAIL, st);
+    refused(dev, req, QATPY_ST_SUBMIT_FAIL, st);
     if (st == CPA_STATUS_RESTARTING)
         qps_poll_device_events(dev, true); /* learn of the reset now: route around it */
     return QPS_D_DONE;

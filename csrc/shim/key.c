@@ -112,6 +112,7 @@ static struct qatpy_key *key_alloc(struct qatpy_device *dev, struct qatpy_engine
     key->eng = eng; /* referenced once the key is published (key_register) */
     const qatpy_engine_config *cfg = qatpy_engine_config_of(eng);
     key->verify = cfg->verify != 0;
+    key->verify_ecdsa = cfg->verify_ecdsa != 0;
     key->deadline_ns = cfg->deadline_ns;
     key->ninst = dev->ninst;
     atomic_init(&key->refs, 1);
@@ -246,8 +247,22 @@ qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, qatpy_engine *eng, const uint8_t
     return key;
 }
 
+/* A public coordinate as cv->len bytes, left-padded; false unless below q. */
+static bool ec_coord(const struct qps_curve *cv, const uint8_t *c, size_t c_len, uint8_t *out)
+{
+    if (!c)
+        return false;
+    c_len = qps_be_strip(&c, c_len);
+    if (c_len > cv->len)
+        return false;
+    memset(out, 0, cv->len);
+    memcpy(out + (cv->len - c_len), c, c_len);
+    return qps_be_less(out, cv->q, cv->len);
+}
+
 qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, const uint8_t *d,
-                            size_t d_len, char *err, size_t errlen)
+                            size_t d_len, const uint8_t *x, size_t x_len, const uint8_t *y,
+                            size_t y_len, char *err, size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
@@ -273,6 +288,12 @@ qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, con
         qps_errf(err, errlen, "EC key: private scalar out of range for the curve");
         return NULL;
     }
+    uint8_t px[QPS_MAX_CURVE_LEN], py[QPS_MAX_CURVE_LEN];
+    if (!ec_coord(cv, x, x_len, px) || !ec_coord(cv, y, y_len, py)) {
+        qps_wipe(padded, sizeof padded);
+        qps_errf(err, errlen, "EC key: public point missing or out of range for the curve");
+        return NULL;
+    }
     struct qatpy_key *key = key_alloc(dev, eng, QPS_KEY_EC, err, errlen);
     if (!key) {
         qps_wipe(padded, sizeof padded);
@@ -281,7 +302,8 @@ qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, con
     key->cv = cv;
     for (uint32_t i = 0; i < key->ninst; i++) {
         struct qps_key_inst *ki = &key->inst[i];
-        ki->dma_len = cv->len;
+        /* d, then the public point the device's check verifies against. */
+        ki->dma_len = 3 * (size_t)cv->len;
         ki->dma = qps_dma_alloc(dev, ki->dma_len, dev->inst[i].node);
         if (!ki->dma) {
             qps_wipe(padded, sizeof padded);
@@ -293,6 +315,8 @@ qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, con
             return NULL;
         }
         memcpy(ki->dma, padded, cv->len);
+        memcpy(ki->dma + cv->len, px, cv->len);
+        memcpy(ki->dma + 2 * cv->len, py, cv->len);
     }
     qps_wipe(padded, sizeof padded);
     key_register(key);

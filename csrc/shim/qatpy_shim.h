@@ -114,7 +114,8 @@ typedef struct {
     uint64_t drained_batches;
     uint32_t num_instances;
     uint32_t poll_mode;          /* effective mode (EVENT may fall back to TIMER) */
-    uint64_t verify_failures;    /* RSA results that failed sig^e mod n == input (never delivered) */
+    uint64_t verify_failures;    /* results that failed their check (never delivered): RSA
+                                    sig^e mod n != input; ECDSA (r, s) the check refused */
     uint64_t timeouts;           /* requests completed with QATPY_ST_TIMEOUT */
     uint64_t late_answers;       /* device answers to timed-out requests, dropped */
     uint32_t unhealthy_instances; /* instances now routed around (timed out, restarting, fatal) */
@@ -126,6 +127,7 @@ typedef struct {
     uint64_t restart_requeued;   /* requests a reset failed, sent to the device again */
     uint64_t fast_fails;         /* completed QATPY_ST_UNAVAILABLE at once */
     uint32_t heartbeat_unsupported; /* 1: the library has no heartbeat here (not asked again) */
+    uint64_t ecdsa_checks;       /* ECDSA results the device gave a verdict on (verify_ecdsa) */
 } qatpy_stats_t;
 
 /* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
@@ -164,8 +166,12 @@ qatpy_key *qatpy_rsa_key_new(qatpy_device *dev, qatpy_engine *eng, const uint8_t
                              const uint8_t *q, size_t q_len, const uint8_t *dp, size_t dp_len,
                              const uint8_t *dq, size_t dq_len, const uint8_t *qinv,
                              size_t qinv_len, char *err, size_t errlen);
+/* EC: d is the private scalar, (x, y) the public point (affine, each at
+ * most the curve's length): the ECDSA check (verify_ecdsa) verifies every
+ * result against it. */
 qatpy_key *qatpy_ec_key_new(qatpy_device *dev, qatpy_engine *eng, int curve, const uint8_t *d,
-                            size_t d_len, char *err, size_t errlen);
+                            size_t d_len, const uint8_t *x, size_t x_len, const uint8_t *y,
+                            size_t y_len, char *err, size_t errlen);
 void qatpy_key_release(qatpy_key *key);
 
 /* Submit one operation; the result arrives as a completion carrying `tag`.
@@ -239,12 +245,21 @@ size_t qatpy_drain_arrays(qatpy_device *dev, uint64_t *tags, int32_t *status, in
                           size_t max, size_t *filled);
 
 /* ---- reliability (csrc/shim/verify.c, callbacks.c, deadline.c) --------
- * Both settings are the engine's (qatpy_engine_config), carried by every
+ * These settings are the engine's (qatpy_engine_config), carried by every
  * request made on one of its keys.
  * Verify-after-sign (cfg.verify): every successful RSA result is checked in
  * C on the poll thread (sig^e mod n == the submitted block) before it is
  * delivered; a mismatch completes as QATPY_ST_VERIFY_FAIL with no result
  * bytes.
+ * ECDSA check (cfg.verify_ecdsa): every successful ECDSA (r, s) is verified
+ * by the device against the key's public point before it is delivered: the
+ * poller submits a cpaCyEcdsaVerify after the sign's answer, and the
+ * request keeps its slot and deadline meanwhile.  A signature the device
+ * does not verify completes as QATPY_ST_VERIFY_FAIL; a check that cannot
+ * run completes as what it met (SUBMIT_FAIL refused, DEVICE_FAIL failed,
+ * TIMEOUT, CLOSED); always with no result bytes, and nothing is retried on
+ * the device.  (A check in software was measured and not kept: it costs more
+ * CPU than signing in software; benchmarks/ecdsa_verify_cost.py.)
  * Deadline (cfg.deadline_ns, CLOCK_MONOTONIC from the submit call; 0 =
  * none).  A request unanswered at its deadline completes with
  * QATPY_ST_TIMEOUT; if it was on the device its slot and DMA stay with the
@@ -271,7 +286,8 @@ int qatpy_instance_healthy(qatpy_device *dev, uint32_t index);
 
 typedef struct {
     int fallback;          /* QATPY_FALLBACK_* */
-    int verify;            /* check device results before use */
+    int verify;            /* check RSA results (in C) before use */
+    int verify_ecdsa;      /* check ECDSA results (on the device) before use */
     uint64_t deadline_ns;  /* per device request, 0 = none */
 } qatpy_engine_config;
 

@@ -216,7 +216,11 @@ struct qps_req {
     struct qatpy_key *key;
     uint32_t in_len;          /* RSA: modulus bytes; ECDSA: curve bytes */
     uint32_t attempts;        /* ECDSA k draws */
-    bool verify;              /* check the result (the key's engine's setting at submit) */
+    bool verify;              /* RSA: check the result (the key's engine's setting at submit) */
+    bool ec_check;            /* ECDSA: the device verifies the result (likewise) */
+    /* ECDSA: a sign's (r, s) awaits its check; result holds r || s raw
+     * (in_len bytes each), DER-encoded only once it verifies. */
+    bool checking;
     /* A C caller blocked on this request (qatpy_sign_wait): its completion
      * goes to the waiter, never to the ring.  NULL for ring requests. */
     struct qps_waiter *waiter;
@@ -233,10 +237,12 @@ struct qps_req {
     union {
         CpaCyRsaDecryptOpData rsa;
         CpaCyEcdsaSignRSOpData ec;
+        CpaCyEcdsaVerifyOpData ecv;
     } opd;
     CpaFlatBuffer out;        /* RSA output */
     CpaFlatBuffer r, s;       /* ECDSA outputs */
     CpaBoolean sign_status;
+    CpaBoolean verify_status; /* the device's ECDSA check */
     /* Deadlines.  A timed-out request still on the device is a zombie: it
      * keeps its slot, bufset, in-flight unit and key reference; `holds`
      * counts its two owners (the TIMEOUT ring entry until drained, the
@@ -296,7 +302,7 @@ struct qps_inst {
 };
 
 struct qps_key_inst {
-    uint8_t *dma;              /* RSA: p,q,dp,dq,qinv each `half` bytes; EC: d */
+    uint8_t *dma;              /* RSA: p,q,dp,dq,qinv each `half` bytes; EC: d, x, y (cv->len each) */
     size_t dma_len;
     CpaCyRsaPrivateKey rsa;    /* ordinary memory; points into dma */
 };
@@ -312,6 +318,7 @@ struct qatpy_key {
      * engine's configuration never changes) so submit reads no pointer. */
     struct qatpy_engine *eng;
     bool verify;
+    bool verify_ecdsa;
     uint64_t deadline_ns;
     const struct qps_curve *cv;
     uint32_t n_len;            /* RSA modulus bytes (minimal) */
@@ -336,7 +343,7 @@ struct qps_counters {
     _Atomic uint64_t ecdsa_retries, drained_batches;
     _Atomic uint64_t verify_failures, timeouts, late_answers, poller_moves;
     _Atomic uint64_t heartbeat_checks, heartbeat_failures, instance_restarts, recovered_slots;
-    _Atomic uint64_t restart_requeued, fast_fails;
+    _Atomic uint64_t restart_requeued, fast_fails, ecdsa_checks;
 };
 
 struct qatpy_device {
@@ -459,6 +466,9 @@ void qps_inst_release(struct qps_inst *inst, struct qps_req *req);
 void qps_rsa_cb(void *tag, CpaStatus status, void *op_data, CpaFlatBuffer *out);
 void qps_ecdsa_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean multiply_status,
                   CpaFlatBuffer *pr, CpaFlatBuffer *ps);
+void qps_ecdsa_verify_cb(void *tag, CpaStatus status, void *op_data, CpaBoolean verify_status);
+/* A result that will not be delivered (its check could not run): wiped. */
+void qps_result_drop(struct qps_req *req);
 /* Poll one instance once and resubmit its ECDSA redos; returns responses seen. */
 int qps_poll_instance(struct qps_inst *inst);
 

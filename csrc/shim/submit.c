@@ -67,6 +67,8 @@ int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const ui
     req->next = NULL;
     req->late = false;
     req->verify = key->verify;
+    req->ec_check = key->verify_ecdsa;
+    req->checking = false;
     req->waiter = waiter;
     req->deadline = key->deadline_ns ? qps_now_ns() + key->deadline_ns : 0;
     atomic_store_explicit(&req->claim, QPS_CLAIM_OPEN, memory_order_relaxed);

@@ -65,6 +65,7 @@ static const char *const k_fault_names[F_COUNT] = {
     [F_CB_FAIL] = "cb_fail",
     [F_ECDSA_MULT_FALSE] = "ecdsa_mult_false",
     [F_RSA_BITFLIP] = "rsa_bitflip",
+    [F_ECDSA_BITFLIP] = "ecdsa_bitflip",
     [F_LOST] = "lost",
     [F_POLL_FAIL] = "poll_fail",
     [F_RESTART] = "restart",

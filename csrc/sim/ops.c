@@ -524,6 +524,28 @@ void sim_compute(simbn_ctx *c, sim_job *job)
     ctr_add(C_COMPUTED, 1);
 }
 
+/* The ECDSA fault: one bit of r or s flipped (of the curve-length value),
+ * reported as SUCCESS with multiplyStatus TRUE.  Never a zero r or s: a
+ * zero is the device's own "invalid, retry" answer, not a wrong one. */
+static void ecdsa_bitflip(const sim_job *job)
+{
+    size_t half = job->res_len / 2, bits = half * 8;
+    uint64_t pick = sim_random() % (2 * (uint64_t)bits);
+    const sim_out *o = &job->out[pick / bits];
+    uint8_t *v = o->p + (o->len - half);
+    size_t bit = (size_t)(pick % bits);
+    v[half - 1 - bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    int zero = 1;
+    for (size_t i = 0; i < half && zero; i++)
+        zero = v[i] == 0;
+    if (zero) {
+        /* It was exactly that bit: flip a neighbour instead. */
+        v[half - 1 - bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        bit ^= 1;
+        v[half - 1 - bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+}
+
 /* Right-aligned, leading bytes zeroed; dataLenInBytes is not changed. */
 static void put_right(const sim_out *o, const uint8_t *src, size_t len)
 {
@@ -553,6 +575,8 @@ void sim_write_outputs(sim_job *job)
         }
         put_right(&job->out[0], res, job->res_len / 2);
         put_right(&job->out[1], res + job->res_len / 2, job->res_len / 2);
+        if (job->faults & (1u << F_ECDSA_BITFLIP))
+            ecdsa_bitflip(job); /* a wrong (r, s) reported as a good one */
         break;
     default:
         break;

@@ -409,6 +409,8 @@ CpaStatus sim_dispatch(sim_job *job)
         job->faults |= 1u << F_RSA_BITFLIP;
     if (job->op == OP_EC_SIGN && sim_job_fault_fires(job, F_ECDSA_MULT_FALSE))
         job->faults |= 1u << F_ECDSA_MULT_FALSE;
+    if (job->op == OP_EC_SIGN && sim_job_fault_fires(job, F_ECDSA_BITFLIP))
+        job->faults |= 1u << F_ECDSA_BITFLIP;
     if (sim_job_fault_fires(job, F_CB_FAIL))
         job->faults |= 1u << F_CB_FAIL;
     if (sim_job_fault_fires(job, F_LOST))

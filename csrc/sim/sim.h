@@ -65,6 +65,7 @@ enum sim_fault {
     F_CB_FAIL,
     F_ECDSA_MULT_FALSE,
     F_RSA_BITFLIP,
+    F_ECDSA_BITFLIP,
     F_LOST,
     F_POLL_FAIL,
     F_RESTART,

@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/ecdsa.h>
 #include <openssl/obj_mac.h>
@@ -74,6 +75,7 @@ static void bn_bytes(const BIGNUM *b, uint8_t *out, int *len)
 /* Settings of the engine objects that keys made from now on belong to
  * (verify, deadline: per engine, carried by every request on its keys). */
 static int g_verify = 1;
+static int g_verify_ecdsa;
 static uint64_t g_deadline_ns;
 
 static void settings(int verify, uint64_t deadline_ns)
@@ -82,11 +84,13 @@ static void settings(int verify, uint64_t deadline_ns)
     g_deadline_ns = deadline_ns;
 }
 
+static void ecdsa_check(int on) { g_verify_ecdsa = on; }
+
 /* A fresh engine object with the current settings; the key made on it
  * holds the only reference the test keeps. */
 static qatpy_engine *new_engine(qatpy_device *dev)
 {
-    qatpy_engine_config cfg = {QATPY_FALLBACK_NEVER, g_verify, g_deadline_ns};
+    qatpy_engine_config cfg = {QATPY_FALLBACK_NEVER, g_verify, g_verify_ecdsa, g_deadline_ns};
     qatpy_engine *e = qatpy_engine_new(dev, &cfg);
     REQUIRE(e, "engine_new");
     return e;
@@ -140,10 +144,20 @@ struct ec_test_key {
 static qatpy_key *ec_dev_key(qatpy_device *dev, EC_KEY *ec, int curve)
 {
     const BIGNUM *d = EC_KEY_get0_private_key(ec);
-    uint8_t db[66];
+    uint8_t db[66], xb[66], yb[66];
     int dl = BN_bn2bin(d, db);
+    BIGNUM *x = BN_new(), *y = BN_new();
+    REQUIRE(x && y &&
+                EC_POINT_get_affine_coordinates(EC_KEY_get0_group(ec), EC_KEY_get0_public_key(ec),
+                                                x, y, NULL) == 1,
+            "public point");
+    int xl = BN_bn2bin(x, xb), yl = BN_bn2bin(y, yb);
+    BN_free(x);
+    BN_free(y);
     qatpy_engine *eng = new_engine(dev);
-    qatpy_key *key = qatpy_ec_key_new(dev, eng, curve, db, (size_t)dl, err, sizeof err);
+    qatpy_key *key = qatpy_ec_key_new(dev, eng, curve, db, (size_t)dl, xb, (size_t)xl, yb,
+                                      (size_t)yl, err, sizeof err);
+    OPENSSL_cleanse(db, sizeof db);
     qatpy_engine_release(eng);
     REQUIRE(key, "ec_key_new: %s", err);
     return key;
@@ -281,6 +295,7 @@ static qatpy_device *open_dev(int mode, uint64_t delay, uint32_t inflight, uint3
     qatpy_config cfg = {NULL, mode, delay, 0, inflight, max_req};
     qatpy_device *dev = NULL;
     settings(1, 0);
+    ecdsa_check(0);
     int rc = qatpy_device_open(&cfg, &dev, err, sizeof err);
     REQUIRE(rc == QATPY_OK && dev, "device_open rc=%d: %s", rc, err);
     return dev;
@@ -645,6 +660,41 @@ static void test_faults(void)
     EC_KEY_free(ek.ec);
 }
 
+/* A SHA-256 digest and the key that signed it (RSA, else EC). */
+struct sig_check {
+    const uint8_t *dg;
+    RSA *rsa;
+    EC_KEY *ec;
+};
+
+static bool sig_ok(const struct sig_check *k, const uint8_t *sig, uint32_t len)
+{
+    return k->rsa ? RSA_verify(NID_sha256, k->dg, 32, sig, len, k->rsa) == 1
+                  : ECDSA_verify(0, k->dg, 32, sig, (int)len, k->ec) == 1;
+}
+
+/* Outcome of a run with a check on: delivered (and how many of those do
+ * not verify), VERIFY_FAIL with no bytes, anything else. */
+struct checked {
+    size_t ok, wrong, vf, other;
+};
+
+static struct checked count_checked(const struct tally *t, size_t n, const struct sig_check *k)
+{
+    struct checked c = {0, 0, 0, 0};
+    for (size_t i = 0; i < n; i++) {
+        if (t->status[i] == QATPY_ST_OK) {
+            c.ok++;
+            c.wrong += !sig_ok(k, t->result[i], t->len[i]);
+        } else if (t->status[i] == QATPY_ST_VERIFY_FAIL && t->len[i] == 0) {
+            c.vf++;
+        } else {
+            c.other++;
+        }
+    }
+    return c;
+}
+
 /* Verify-after-sign: every bit-flipped RSA result is caught in C and
  * completes as VERIFY_FAIL with no bytes; every delivered one verifies. */
 static void test_verify_after_sign(void)
@@ -664,26 +714,17 @@ static void test_verify_after_sign(void)
                   QATPY_SUBMIT_OK,
               "submit");
     collect(dev, &t, N, 20, false);
-    size_t ok = 0, vf = 0, wrong = 0, other = 0;
-    for (size_t i = 0; i < N; i++) {
-        if (t.status[i] == QATPY_ST_OK) {
-            ok++;
-            wrong += RSA_verify(NID_sha256, dg, 32, t.result[i], t.len[i], rk.rsa) != 1;
-        } else if (t.status[i] == QATPY_ST_VERIFY_FAIL) {
-            vf++;
-            other += t.len[i] != 0;
-        } else {
-            other++;
-        }
-    }
+    struct checked c = count_checked(&t, N, &(struct sig_check){dg, rk.rsa, NULL});
     qatpy_stats_t s = stats(dev);
-    CHECK(t.got == N && t.dup == 0 && vf == FLIPS && ok == N - FLIPS && wrong == 0 && other == 0,
-          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, ok, vf, wrong, other);
+    CHECK(t.got == N && t.dup == 0 && c.vf == FLIPS && c.ok == N - FLIPS && c.wrong == 0 &&
+              c.other == 0,
+          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, c.ok, c.vf, c.wrong,
+          c.other);
     CHECK(s.verify_failures == FLIPS && sim("faults.rsa_bitflip") == FLIPS,
           "verify_failures %llu, faults fired %lld", (unsigned long long)s.verify_failures,
           sim("faults.rsa_bitflip"));
-    printf("  %d bit flips -> %zu VERIFY_FAIL (no bytes), %zu delivered, 0 wrong\n", FLIPS, vf,
-           ok);
+    printf("  %d bit flips -> %zu VERIFY_FAIL (no bytes), %zu delivered, 0 wrong\n", FLIPS, c.vf,
+           c.ok);
 
     /* switched off, the flipped result is delivered as the device gave it */
     settings(0, 0);
@@ -705,6 +746,97 @@ static void test_verify_after_sign(void)
     tally_free(&t);
     tally_free(&t2);
     RSA_free(rk.rsa);
+}
+
+/* The ECDSA check (verify_ecdsa): the device verifies every (r, s) before
+ * it is delivered; every bit-flipped one is caught and completes
+ * VERIFY_FAIL with no bytes, every delivered one verifies; a key of another
+ * engine on the same device (check off) gets the flipped results as the
+ * device gave them; a blocked C caller (the ssl provider's path) is checked
+ * too. */
+static void test_ecdsa_check(void)
+{
+    qatpy_sim_knob_reset();
+    knob("instances", 2);
+    qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
+    ecdsa_check(1);
+    struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
+    ecdsa_check(0);
+    struct ec_test_key plain = {ek.ec, ec_dev_key(dev, ek.ec, ek.curve), ek.curve};
+    uint8_t dg[32];
+    SHA256((const uint8_t *)"ecdsa check", 11, dg);
+    enum { N = 200, FLIPS = 13, M = 10 };
+    knob("fault.ecdsa_bitflip.next", FLIPS);
+    struct tally t;
+    tally_init(&t, N + M, true);
+    for (size_t i = 0; i < N; i++)
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t, N, 20, false);
+    struct sig_check k = {dg, NULL, ek.ec};
+    struct checked c = count_checked(&t, N, &k);
+    qatpy_stats_t s = stats(dev);
+    CHECK(t.got == N && t.dup == 0 && c.vf == FLIPS && c.ok == N - FLIPS && c.wrong == 0 &&
+              c.other == 0,
+          "got %zu ok %zu verify_fail %zu wrong %zu other %zu", t.got, c.ok, c.vf, c.wrong,
+          c.other);
+    CHECK(s.verify_failures == FLIPS && s.ecdsa_checks == N && sim("faults.ecdsa_bitflip") == FLIPS,
+          "verify_failures %llu, checks %llu, faults fired %lld",
+          (unsigned long long)s.verify_failures, (unsigned long long)s.ecdsa_checks,
+          sim("faults.ecdsa_bitflip"));
+    /* the device did the check: one verify per sign, FALSE for the flipped */
+    CHECK(sim("submitted") == 2 * N && sim("completed.verify_false") == FLIPS,
+          "device requests %lld (want %d), FALSE verifies %lld", sim("submitted"), 2 * N,
+          sim("completed.verify_false"));
+
+    /* the other engine's key: no check, the flipped results pass as given */
+    knob("fault.ecdsa_bitflip.next", M);
+    for (size_t i = N; i < N + M; i++)
+        CHECK(qatpy_submit_ecdsa(dev, plain.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+    collect(dev, &t, N + M, 20, false);
+    size_t passed_bad = 0;
+    for (size_t i = N; i < N + M; i++)
+        passed_bad += t.status[i] == QATPY_ST_OK && !sig_ok(&k, t.result[i], t.len[i]);
+    CHECK(passed_bad == M && stats(dev).ecdsa_checks == N,
+          "unchecked engine: %zu of %d wrong results passed, checks %llu", passed_bad, M,
+          (unsigned long long)stats(dev).ecdsa_checks);
+
+    /* a blocked C caller: the same check before its answer */
+    uint8_t sig[QATPY_MAX_RESULT];
+    size_t len = 0;
+    int32_t cpa = 0;
+    knob("fault.ecdsa_bitflip.next", 1);
+    int bad = qps_sign_wait(ek.key, QPS_OP_ECDSA, 0, 0, dg, 32, sig, sizeof sig, &len, &cpa);
+    int good = qps_sign_wait(ek.key, QPS_OP_ECDSA, 0, 0, dg, 32, sig, sizeof sig, &len, &cpa);
+    CHECK(bad == QATPY_ST_VERIFY_FAIL && good == QATPY_ST_OK && sig_ok(&k, sig, (uint32_t)len),
+          "sign_wait: flipped -> %d, next -> %d", bad, good);
+    /* a check that cannot run drops the result: failed by the device
+     * (DEVICE_FAIL), refused at submit (SUBMIT_FAIL).  The sign is held on
+     * the device while the fault is armed, so the check is the next request. */
+    knob("latency_ns", 30000000);
+    struct tally t3;
+    tally_init(&t3, 2, true);
+    const char *faults[2] = {"fault.cb_fail.next", "fault.submit_fail.next"};
+    for (size_t i = 0; i < 2; i++) {
+        CHECK(qatpy_submit_ecdsa(dev, ek.key, dg, 32, i) == QATPY_SUBMIT_OK, "submit");
+        knob(faults[i], 1);
+        collect(dev, &t3, i + 1, 5, false);
+    }
+    knob("latency_ns", 0);
+    CHECK(t3.got == 2 && t3.status[0] == QATPY_ST_DEVICE_FAIL && t3.len[0] == 0 &&
+              t3.status[1] == QATPY_ST_SUBMIT_FAIL && t3.len[1] == 0 &&
+              stats(dev).verify_failures == FLIPS + 1,
+          "failed check -> %d (%u bytes), refused check -> %d (%u bytes)", t3.status[0],
+          t3.len[0], t3.status[1], t3.len[1]);
+    tally_free(&t3);
+    printf("  %d bit flips -> %zu VERIFY_FAIL (device said FALSE), %zu delivered, 0 wrong; other "
+           "engine: %zu of %d wrong passed unchecked; blocked caller checked\n",
+           FLIPS, c.vf, c.ok, passed_bad, M);
+    qatpy_key_release(ek.key);
+    qatpy_key_release(plain.key);
+    close_dev(dev);
+    CHECK(sim("mem.live_allocs") == 0, "live allocs %lld", sim("mem.live_allocs"));
+    tally_free(&t);
+    EC_KEY_free(ek.ec);
 }
 
 static size_t count_status(const struct tally *t, int st)
@@ -1473,6 +1605,7 @@ int main(int argc, char **argv)
         {"shutdown in flight", test_shutdown_inflight},
         {"faults", test_faults},
         {"verify after sign", test_verify_after_sign},
+        {"ECDSA check on the device", test_ecdsa_check},
         {"deadlines", test_deadlines},
         {"settings per engine", test_settings_per_engine},
         {"blocking signs for C callers", test_sign_wait},
