@@ -234,6 +234,8 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
     struct qps_key_inst *ki = &req->key->inst[inst->index];
     uint8_t *buf = req->buf;
     bool has_deadline = req->deadline != 0;
+    /* A waiter that polls for itself needs no poll thread (wait.c). */
+    bool driven = req->waiter && req->waiter->drives;
     CpaStatus st;
 
     atomic_store(&req->state, QPS_SLOT_ONDEV);
@@ -283,7 +285,8 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
     }
     if (st == CPA_STATUS_SUCCESS) {
         /* req may already be completed by a poller: touch only inst now. */
-        qps_wake_inst(inst);
+        if (!driven)
+            qps_wake_inst(inst);
         return QPS_D_OK;
     }
     /* Refused: no answer will come.  If the checker timed it out while the

@@ -47,11 +47,17 @@
 /* ---- parking ------------------------------------------------------------ */
 
 /* Zombies (timed out, still on the device) are not work: they get a slow
- * probe poll from park() instead. */
+ * probe poll from park() instead.  Nor are the requests of waiters polling
+ * for themselves while they are all the device has (wait.c). */
 static bool inst_has_work(struct qps_inst *inst)
 {
+    struct qatpy_device *dev = inst->dev;
+    uint32_t drivers = atomic_load(&dev->drivers);
+    if (drivers && atomic_load(&dev->inflight_total) + atomic_load(&dev->pend_count) <= drivers &&
+        atomic_load(&inst->redo_count) == 0)
+        return false;
     return atomic_load(&inst->inflight) > atomic_load(&inst->zombies) ||
-           atomic_load(&inst->redo_count) > 0 || atomic_load(&inst->dev->pend_count) > 0;
+           atomic_load(&inst->redo_count) > 0 || atomic_load(&dev->pend_count) > 0;
 }
 
 /* Lost-wakeup argument: the poller stores parked=1 and then re-reads the
@@ -255,6 +261,30 @@ void qps_stop_threads(struct qatpy_device *dev)
             inst->thread_running = false;
         }
     }
+}
+
+/* ---- a waiter's own polling (wait.c) ------------------------------------- */
+
+int qps_drive_once(struct qatpy_device *dev)
+{
+    if (qps_forked(dev))
+        return -1;
+    atomic_fetch_add(&dev->poll_active, 1);
+    if (atomic_load(&dev->poll_closed)) {
+        atomic_fetch_sub(&dev->poll_active, 1);
+        return -1;
+    }
+    int total = 0;
+    for (uint32_t i = 0; i < dev->ninst; i++) {
+        struct qps_inst *inst = &dev->inst[i];
+        if (atomic_load(&inst->inflight) == 0 && atomic_load(&inst->redo_count) == 0)
+            continue;
+        total += qps_poll_instance(inst);
+        qps_recover_tick(inst);
+    }
+    qps_dispatch_pending(dev);
+    atomic_fetch_sub(&dev->poll_active, 1);
+    return total;
 }
 
 /* ---- MANUAL mode -------------------------------------------------------- */

@@ -367,6 +367,9 @@ struct qatpy_device {
     _Atomic uint32_t submit_active;
     _Atomic int poll_closed;
     _Atomic uint32_t poll_active;
+    /* Threads polling the device for their own request (wait.c): while every
+     * request in flight is one of theirs, the poll threads leave it to them. */
+    _Atomic uint32_t drivers;
 
     uint32_t ninst;
     struct qps_inst *inst;
@@ -513,8 +516,27 @@ int qps_ec_block(struct qatpy_device *dev, struct qatpy_key *key, const uint8_t 
 int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const uint8_t *input,
                uint32_t in_len, uint64_t tag, struct qps_waiter *waiter);
 
-/* wait.c: a C caller blocked on one request (the ssl provider). */
-struct qps_waiter;
+/* poller.c: one round of a waiter's own polling: every instance with work
+ * polled once, recovery ticks, the pending FIFO dispatched.  Returns the
+ * responses processed, or -1 once the device is closing. */
+int qps_drive_once(struct qatpy_device *dev);
+
+/* wait.c: a C caller blocked on one request (the ssl provider, sign()).
+ * The waiter lives on the caller's stack; the completing thread fills it
+ * under `m` and signals `c`.  A waiter that `drives` polls the device
+ * itself while nothing else is in flight (see wait.c): its submit does not
+ * wake a parked poll thread. */
+struct qps_waiter {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int done;
+    bool drives;
+    int32_t status;
+    int32_t cpa_status;
+    uint32_t len;
+    uint8_t *out;
+    size_t cap;
+};
 /* Settle a waiter's request (instead of pushing it to the ring): result to
  * the waiter, key reference and slot given back, the waiter woken.  A
  * zombie's TIMEOUT (zombie = true) hands over only the ring's hold. */
