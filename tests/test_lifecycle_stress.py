@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import time
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -53,29 +54,15 @@ def test_close_with_10000_in_flight(backend, rsa_keys):
     assert ok + closed == 10_000 and closed > 0 and ok > 0
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-@pytest.mark.parametrize("backend", ["software", "sim"])
-def test_engine_after_fork(backend, ec_keys):
-    """In a forked child the parent's engine raises EngineForkedError; a new engine in the child signs."""
-    raw = ec_keys["secp256r1"]
-    eng = qatpy.Engine(backend)
-    key = eng.wrap_key(raw)
-    key.sign(b"parent", ECDSA)
+def in_forked_child(body: Callable[[], bytes]) -> tuple[int, bytes]:
+    """Run body() in a forked child that never returns into pytest; (exit status, what it reported:
+    body's bytes, or the repr of what it raised)."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: report through the pipe, never return into pytest
-        code = 1
+    if pid == 0:
+        code, msg = 1, b""
         try:
-            try:
-                key.sign(b"child", ECDSA)
-                msg = b"no error"
-            except qatpy.EngineForkedError as exc:
-                msg = b"forked:" + str(exc).encode()
-            with qatpy.Engine(backend) as child_eng:
-                sig = child_eng.wrap_key(raw).sign(b"child", ECDSA)
-                raw.public_key().verify(sig, b"child", ECDSA)
-                msg += b"|new engine ok:" + child_eng.backend.encode()
-            eng.close()  # closing the parent's engine in the child is a no-op
+            msg = body()
             code = 0
         except BaseException as exc:  # report anything to the parent
             msg = repr(exc).encode()
@@ -88,7 +75,33 @@ def test_engine_after_fork(backend, ec_keys):
         out += chunk
     os.close(r)
     _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0, out
+    return os.WEXITSTATUS(status), out
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("backend", ["software", "sim"])
+def test_engine_after_fork(backend, ec_keys):
+    """In a forked child the parent's engine raises EngineForkedError; a new engine in the child signs."""
+    raw = ec_keys["secp256r1"]
+    eng = qatpy.Engine(backend)
+    key = eng.wrap_key(raw)
+    key.sign(b"parent", ECDSA)
+
+    def child() -> bytes:
+        try:
+            key.sign(b"child", ECDSA)
+            msg = b"no error"
+        except qatpy.EngineForkedError as exc:
+            msg = b"forked:" + str(exc).encode()
+        with qatpy.Engine(backend) as child_eng:
+            sig = child_eng.wrap_key(raw).sign(b"child", ECDSA)
+            raw.public_key().verify(sig, b"child", ECDSA)
+            msg += b"|new engine ok:" + child_eng.backend.encode()
+        eng.close()  # closing the parent's engine in the child is a no-op
+        return msg
+
+    status, out = in_forked_child(child)
+    assert status == 0, out
     assert out.startswith(b"forked:") and b"another process" in out, out
     assert out.endswith(b"new engine ok:" + backend.encode()), out
     key.sign(b"parent again", ECDSA)  # the parent is unaffected
@@ -109,34 +122,21 @@ def test_futures_in_flight_at_fork_fail_in_the_child(backend, rsa_keys, ec_keys)
         key = eng.wrap_key(raw)
         futs = [key.sign_future(b"m%d" % i, *args) for i in range(40)]
         batch = key.sign_many_future([b"b%d" % i for i in range(8)], *args)
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: report through the pipe, never return into pytest
-            code, msg = 1, b""
-            try:
-                kinds = set()
-                for f in [*futs, batch]:
-                    try:
-                        f.result(timeout=20)
-                        kinds.add("result")
-                    except qatpy.EngineForkedError:
-                        kinds.add("forked")
-                # Some may have finished before the fork; at least the last ones were still in flight.
-                assert "forked" in kinds, kinds
-                msg = FORK_CHILD_CHECK + b" " + b",".join(sorted(k.encode() for k in kinds))
-                code = 0
-            except BaseException as exc:  # report anything to the parent
-                msg = repr(exc).encode()
-            finally:
-                os.write(w, msg)
-                os._exit(code)
-        os.close(w)
-        out = b""
-        while chunk := os.read(r, 4096):
-            out += chunk
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-        assert os.WEXITSTATUS(status) == 0 and out.startswith(FORK_CHILD_CHECK), out
+
+        def child() -> bytes:
+            kinds = set()
+            for f in [*futs, batch]:
+                try:
+                    f.result(timeout=20)
+                    kinds.add("result")
+                except qatpy.EngineForkedError:
+                    kinds.add("forked")
+            # Some may have finished before the fork; at least the last ones were still in flight.
+            assert "forked" in kinds, kinds
+            return FORK_CHILD_CHECK + b" " + b",".join(sorted(k.encode() for k in kinds))
+
+        status, out = in_forked_child(child)
+        assert status == 0 and out.startswith(FORK_CHILD_CHECK), out
         for i, f in enumerate(futs):
             raw.public_key().verify(f.result(timeout=60), b"m%d" % i, *args)
         for i, sig in enumerate(batch.result(timeout=60)):
