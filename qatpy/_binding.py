@@ -327,13 +327,15 @@ class Device:
         return int(self._m.lib.qatpy_device_set_poll(self._ptr, mode, delay_ns))
 
     def stats(self) -> dict[str, int]:
+        """The device's counters; {} once it is gone."""
         m = self._m
         s = m.ffi.new("qatpy_stats_t *")
-        m.lib.qatpy_stats(self._ptr, s)
+        if not self._guarded(False, lambda ptr: m.lib.qatpy_stats(ptr, s) or True):
+            return {}
         return {name: int(getattr(s, name)) for name, _ in m.ffi.typeof("qatpy_stats_t").fields}
 
     def instance_healthy(self, index: int) -> int:
-        return int(self._m.lib.qatpy_instance_healthy(self._ptr, index))
+        return int(self._guarded(0, self._m.lib.qatpy_instance_healthy, index))
 
     def shutdown(self, timeout_ns: int) -> None:
         self._m.lib.qatpy_device_shutdown(self._ptr, timeout_ns)

@@ -48,6 +48,10 @@ class PendingTable:
         #: Notified when an owner's in-flight count or its submitters reach zero.
         self.changed = threading.Condition(self.lock)
         self.requests: dict[int, Request] = {}
+        #: Threads of any owner inside a device call that uses the device
+        #: pointer (a submit, a key copy); the session frees the device only
+        #: after they have all left.
+        self.submitters = 0
         self._ids = itertools.count(1)
 
     def next_id(self) -> int:

@@ -184,6 +184,13 @@ class QatBackend:
         """A new device copy of a cryptography private key, made for this
         engine (its requests take the engine's settings), or None when the
         device does not take the key.  The caller owns (releases) it."""
+        self._enter()
+        try:
+            return self._device_key(key)
+        finally:
+            self._leave()
+
+    def _device_key(self, key: object) -> _binding.Key | None:
         dev = self._device
         if isinstance(key, rsa.RSAPrivateKey):
             if key.key_size not in RSA_DEVICE_SIZES:
@@ -233,6 +240,7 @@ class QatBackend:
             self._submitted += 1
             self._inflight += 1
             self._active += 1
+            pending.submitters += 1
         st = _CLOSED  # if the call below never returns a status: nothing was queued
         try:
             handle = self._handles[id(op.owner)]
@@ -241,13 +249,11 @@ class QatBackend:
         finally:
             with pending.lock:
                 self._inflight -= 1
-                self._active -= 1
                 if st >= 0:
                     self._completed += 1
                 else:
                     self._submitted -= 1  # nothing was queued
-                if self._active == 0 and self._closed:
-                    pending.changed.notify_all()
+                self._left_locked()
         if st == _ST_OK:
             return sig
         if st == _FULL:
@@ -351,6 +357,7 @@ class QatBackend:
             self._inflight += n
             self._submitted += n
             self._active += 1
+            pending.submitters += 1
         dev = self._device
         tag0 = rid << TAG_SHIFT
         done = 0
@@ -409,11 +416,27 @@ class QatBackend:
         deliver([(target, i, None, submit_error(rc)) for i in range(done, n)])
         return n
 
+    # Threads that use the device pointer (submits, key copies) register
+    # here; close() waits for this engine's, and the session frees the
+    # device only after every engine's have left (so none calls into a
+    # freed device, whatever close's timeout).
+    def _enter(self) -> None:
+        with self._pending.lock:
+            if self._closed:
+                raise EngineClosedError("engine is closed")
+            self._active += 1
+            self._pending.submitters += 1
+
     def _leave(self) -> None:
         with self._pending.lock:
-            self._active -= 1
-            if self._active == 0 and self._closed:
-                self._pending.changed.notify_all()
+            self._left_locked()
+
+    def _left_locked(self) -> None:
+        pending = self._pending
+        self._active -= 1
+        pending.submitters -= 1
+        if (self._active == 0 and self._closed) or pending.submitters == 0:
+            pending.changed.notify_all()
 
     def _forget(self, rid: int, count: int) -> None:
         """Take `count` operations of request `rid` out of the pending table
@@ -476,8 +499,8 @@ class QatBackend:
     def stats(self) -> dict[str, Any]:
         session = self._session
         dev = session.device
-        alive = dev._ptr is not None
-        dstats = dev.stats() if alive else {}
+        dstats = dev.stats()
+        alive = bool(dstats)
         d: dict[str, Any] = {
             "submitted": self._submitted,
             "completed": self._completed,
@@ -506,7 +529,6 @@ class QatBackend:
         with pending.lock:
             while self._active and time.monotonic() < deadline:
                 pending.changed.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            submitters_left = self._active > 0
         left: list[Item] = []
         with pending.lock:
             for req in pending.remove_owner(self):
@@ -517,12 +539,16 @@ class QatBackend:
                     for i in _session.unanswered(req.target, req.remaining)
                 ]
         deliver(left)
+        # The last engine's release shuts the device down (the submitters
+        # still inside see it at once) and waits for them before freeing it.
+        self._session.release(deadline)
+        with pending.lock:
+            submitters_left = self._active > 0
         if submitters_left:
-            log.warning("qatpy: %s: a submitting thread did not leave by close()'s deadline", self.name)
+            log.debug("qatpy: %s: a submitting thread is still inside; its keys go with their finalizers", self.name)
         else:
             for k in list(self._keys):
                 k.release()
-        self._session.release(deadline)
 
     def fail_after_fork(self) -> None:
         """In a forked child: fail the asyncio operations not yet submitted

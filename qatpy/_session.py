@@ -52,7 +52,14 @@ class DeviceSession:
                 lambda: self.device.shutdown(int(max(0.0, deadline - time.monotonic()) * 1e9)),
                 max(0.1, deadline - time.monotonic()),
             )
-            if not self.device.free(max(1.0, deadline - time.monotonic())):
+            # Submitting threads of closed engines see the shutdown at once
+            # and leave; none may be inside a call when the memory goes.
+            end = time.monotonic() + max(1.0, deadline - time.monotonic())
+            with self.pending.lock:
+                while self.pending.submitters and time.monotonic() < end:
+                    self.pending.changed.wait(max(0.0, end - time.monotonic()))
+                busy = self.pending.submitters > 0
+            if busy or not self.device.free(max(0.0, end - time.monotonic())):
                 log.warning("qatpy: the device was left allocated: a thread was still inside it at close")
             elif self.is_sim:
                 _simsession.end()
