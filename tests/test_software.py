@@ -220,6 +220,5 @@ def test_every_api_at_once_from_many_threads(ec_keys, rsa_keys, threads):
     assert st["queued"] == 0 and st["failed"] == 0
 
 
-
 async def _gather(key: Any, msgs: list[bytes], args: tuple[Any, ...]) -> list[bytes]:
     return list(await asyncio.gather(*[key.sign_async(m, *args) for m in msgs]))
