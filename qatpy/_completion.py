@@ -120,12 +120,18 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
 
 
 def finished_future(value: Any, exc: BaseException | None) -> DeviceFuture:
-    """A DeviceFuture born finished, with `value` or `exc`."""
-    fut = DeviceFuture()
+    """A DeviceFuture born finished, with `value` or `exc` (the attributes
+    DeviceFuture.__init__ sets, set here without that call)."""
+    fut: DeviceFuture = _new_future(DeviceFuture)
+    fut._state = _FINISHED  # nobody else has it yet
     fut._result = value
     fut._exception = exc
-    fut._state = _FINISHED  # nobody else has it yet
+    fut._waiters = []
+    fut._done_callbacks = []
     return fut
+
+
+_new_future = cf.Future.__new__
 
 
 #: Where callbacks go when the thread resolving futures must not run them

@@ -98,7 +98,9 @@ class _KeyBase:
         """
         spec = self._spec(*args)
         data = _ops.data_bytes(data)
-        loop = _running_loop()
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            loop = _running_loop()  # raises, naming what to use instead
         fut: asyncio.Future[bytes] = loop.create_future()
         self._engine._submit_async(self, spec, data, fut, loop)
         return fut

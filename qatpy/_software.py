@@ -262,7 +262,7 @@ class SoftwareBackend:
         self._lease = time.monotonic() + LEASE
         self._inline += 1
         try:
-            return finished_future(op.software_sign(0), None)
+            return finished_future(op.key.sign(op.datas[0], *op.spec.sw_args), None)
         except Exception as exc:  # delivered to the future, as from a worker
             self._inline_failed += 1
             return finished_future(None, exc)
@@ -273,7 +273,7 @@ class SoftwareBackend:
         self._lease = time.monotonic() + LEASE
         self._inline += 1
         try:
-            sig = op.software_sign(0)
+            sig = op.key.sign(op.datas[0], *op.spec.sw_args)
         except Exception as exc:  # delivered to the awaiter, as from a worker
             self._inline_failed += 1
             fut.set_exception(exc)
