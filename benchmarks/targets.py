@@ -15,6 +15,7 @@ The same functions back benchmarks/test_targets.py (pytest-benchmark).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -107,46 +108,29 @@ def software_api(
 ) -> Row:
     """Software backend on all cores through one public API with 256 in
     flight (``sign_many`` of 256, ``sign_future`` in a sliding window of 256,
-    ``sign_async`` from 256 coroutines) vs cryptography's direct
-    single-thread loop."""
+    ``sign_async`` from 256 coroutines), or (`api` "batch") through the
+    private pipelined batch path that ``speed`` measured before it measured
+    the APIs, vs cryptography's direct single-thread loop."""
     key = _speed.make_key(alg)
-    with qatpy.Engine("software") as eng:
+    with qatpy.Engine("software") as eng, contextlib.ExitStack() as stack:
         qk = eng.wrap_key(key)
-        with _speed.Runner(qk, api, 256) as runner:
-            n = _speed.ops_for(runner, seconds)
-            r = _speed.interleaved(lambda: _speed.timed(runner, n), key, repeats)
+        if api == "batch":
+            _speed.engine_loop(qk, 0.3, 256)  # warm-up: workers started, RSA clones made
+            measure: Callable[[], _speed.Result] = lambda: _speed.engine_loop(qk, seconds, 256)
+        else:
+            runner = stack.enter_context(_speed.Runner(qk, api, 256))
+            n = _speed.ops_for(runner, seconds)  # also the warm-up
+            measure = lambda: _speed.timed(runner, n)
+        r = _speed.interleaved(measure, key, repeats)
         threads = eng.stats()["software"]["threads"]
+    label = "batch path (private, pipelined)" if api == "batch" else _speed.API_LABELS[api]
     return _software_row(
-        f"software {alg} {_speed.API_LABELS[api]} @256 ({threads} threads) vs direct 1-thread loop",
+        f"software {alg} {label} @256 ({threads} threads) vs direct 1-thread loop",
         r,
         threshold,
         alg,
         ceiling,
         api=api,
-        depth=256,
-        threads=threads,
-    )
-
-
-def software_scaling(
-    alg: str, threshold: float, seconds: float, repeats: int, ceiling: _speed.Ratio | None = None
-) -> Row:
-    """Software backend on all cores through the private pipelined batch
-    path (``_start_many`` in sub-batches, 256 in flight: what ``speed``
-    measured before it measured the public APIs) vs the direct loop."""
-    key = _speed.make_key(alg)
-    with qatpy.Engine("software") as eng:
-        qk = eng.wrap_key(key)
-        _speed.engine_loop(qk, 0.3, 256)  # warm-up: workers started, RSA clones made
-        r = _speed.interleaved(lambda: _speed.engine_loop(qk, seconds, 256), key, repeats)
-        threads = eng.stats()["software"]["threads"]
-    return _software_row(
-        f"software {alg} batch path (private, pipelined) @256 ({threads} threads) vs direct 1-thread loop",
-        r,
-        threshold,
-        alg,
-        ceiling,
-        api="batch",
         depth=256,
         threads=threads,
     )
@@ -378,7 +362,7 @@ def run_all(
             ceiling = plain_threads(alg, seconds, repeats, threads)
             for api in ("many", "future", "async"):
                 add(software_api(alg, api, SOFTWARE_API_TARGETS[(alg, api)], seconds, repeats, ceiling))
-            add(software_scaling(alg, SOFTWARE_BATCH_TARGETS[alg], seconds, repeats, ceiling))
+            add(software_api(alg, "batch", SOFTWARE_BATCH_TARGETS[alg], seconds, repeats, ceiling))
     if "libcost" in only:
         add(library_cost("future", 2.5, seconds, repeats))
         add(library_cost("async", 2.0, seconds, repeats))

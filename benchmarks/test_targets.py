@@ -22,7 +22,7 @@ CASES: dict[str, Callable[[], Any]] = {
         for (alg, api), t in targets.SOFTWARE_API_TARGETS.items()
     },
     **{
-        f"software-{alg}-batch": (lambda alg=alg, t=t: targets.software_scaling(alg, t, SECONDS, REPEATS))
+        f"software-{alg}-batch": (lambda alg=alg, t=t: targets.software_api(alg, "batch", t, SECONDS, REPEATS))
         for alg, t in targets.SOFTWARE_BATCH_TARGETS.items()
     },
     "libcost-future": lambda: targets.library_cost("future", 2.5, SECONDS, REPEATS),

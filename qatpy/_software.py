@@ -305,24 +305,11 @@ class SoftwareBackend:
                     if not q:
                         break
                     # From the tail: the workers take from the head, so
-                    # the two meet only when the queue runs out.  Each
-                    # entry is recorded before it leaves the queue.
+                    # the two meet only when the queue runs out.
                     piece = 1 if type(q[-1][0].spec) is RsaSpec else HELP_PIECE
                     mine: list[Entry] = []
                     taken[me] = mine
-                    n = 0
-                    while q and n < piece:
-                        tail = q[-1]
-                        k = len(tail[1])
-                        if n + k > piece:
-                            cut = piece - n
-                            mine.append((tail[0], tail[1][-cut:], tail[2]))
-                            q[-1] = (tail[0], tail[1][:-cut], tail[2])
-                            n = piece
-                            break
-                        mine.append(tail)
-                        q.pop()
-                        n += k
+                    n = _take(q, piece, mine, tail=True)
                     self._queued_ops -= n
                     if not q:
                         self._queued_ops = 0
@@ -429,19 +416,7 @@ class SoftwareBackend:
                 signers = self._awake + (self._lease > time.monotonic())
                 share = min(CHUNK, max(1, -(-self._queued_ops // signers)))
                 taken: list[Entry] = []
-                n = 0
-                while q and n < share:
-                    head = q[0]
-                    k = len(head[1])
-                    if n + k > share:
-                        cut = share - n
-                        taken.append((head[0], head[1][:cut], head[2]))
-                        q[0] = (head[0], head[1][cut:], head[2])
-                        n = share
-                        break
-                    taken.append(head)
-                    q.popleft()
-                    n += k
+                n = _take(q, share, taken, tail=False)
                 self._queued_ops -= n
                 if not q:
                     self._queued_ops = 0
@@ -456,6 +431,38 @@ class SoftwareBackend:
                 self._chunks += 1
             _deliver(signed, None)
             self._running.pop(me, None)  # after delivery: a fork in between fails them again, harmlessly
+
+
+def _take(q: deque[Entry], most: int, into: list[Entry], tail: bool) -> int:
+    """Move entries from the head (or the tail) of `q` to `into` until they
+    hold `most` operations, cutting the last one to fit; returns how many
+    operations moved.  Under the backend's lock.
+
+    Each entry is in `into` before it leaves `q`, with no call in between:
+    an exception from a signal handler leaves an entry in both (signed
+    twice at worst, and every target ignores a second answer), never in
+    neither."""
+    n = 0
+    while q and n < most:
+        e = q[-1] if tail else q[0]
+        k = len(e[1])
+        if n + k > most:
+            cut = most - n
+            op, idx, target = e
+            if tail:
+                into.append((op, idx[-cut:], target))
+                q[-1] = (op, idx[:-cut], target)
+            else:
+                into.append((op, idx[:cut], target))
+                q[0] = (op, idx[cut:], target)
+            return most
+        into.append(e)
+        if tail:
+            q.pop()
+        else:
+            q.popleft()
+        n += k
+    return n
 
 
 def _own_key(op: Operation) -> PrivateKey:
