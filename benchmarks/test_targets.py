@@ -17,8 +17,14 @@ from qatpy._engine import DEFAULT_POLL_DELAY
 SECONDS, REPEATS = 1.0, 3
 
 CASES: dict[str, Callable[[], Any]] = {
-    "software-rsa2048": lambda: targets.software_scaling("rsa2048", 1.85, SECONDS, REPEATS),
-    "software-ecdsap256": lambda: targets.software_scaling("ecdsap256", 1.4, SECONDS, REPEATS),
+    **{
+        f"software-{alg}-{api}": (lambda alg=alg, api=api, t=t: targets.software_api(alg, api, t, SECONDS, REPEATS))
+        for (alg, api), t in targets.SOFTWARE_API_TARGETS.items()
+    },
+    **{
+        f"software-{alg}-batch": (lambda alg=alg, t=t: targets.software_api(alg, "batch", t, SECONDS, REPEATS))
+        for alg, t in targets.SOFTWARE_BATCH_TARGETS.items()
+    },
     "libcost-future": lambda: targets.library_cost("future", 2.5, SECONDS, REPEATS),
     "libcost-async": lambda: targets.library_cost("async", 2.0, SECONDS, REPEATS),
     "libcost-many": lambda: targets.library_cost("many", 7.0, SECONDS, REPEATS),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -51,7 +52,8 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
     * on the device, ``result()`` and ``exception()`` drain the device's
       completions on the calling thread while waiting (`waiter`), instead
       of waiting for the completion thread to hand the result over: one
-      thread switch and GIL hand-off fewer per result.
+      thread switch and GIL hand-off fewer per result; in software they
+      sign queued operations on the calling thread while waiting.
 
     Why this is safe: the standard waiters (``cf.wait``, ``as_completed``,
     ``Future.result``) read ``_state`` under the future's condition and
@@ -62,9 +64,9 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
     is created after (then the waiter reads FINISHED).
     """
 
-    _waiter: Callable[[DeviceFuture, float | None], None] | None = None
+    _waiter: Callable[[DeviceFuture, float | None], object] | None = None
 
-    def __init__(self, waiter: Callable[[DeviceFuture, float | None], None] | None = None) -> None:
+    def __init__(self, waiter: Callable[[DeviceFuture, float | None], object] | None = None) -> None:
         # Not super().__init__(): that makes the condition eagerly.
         # Born RUNNING: the operation is handed over right away and cannot
         # be cancelled (the state set_running_or_notify_cancel gives).
@@ -117,6 +119,21 @@ class DeviceFuture(cf.Future):  # type: ignore[type-arg]
         return self._exception
 
 
+def finished_future(value: Any, exc: BaseException | None) -> DeviceFuture:
+    """A DeviceFuture born finished, with `value` or `exc` (the attributes
+    DeviceFuture.__init__ sets, set here without that call)."""
+    fut: DeviceFuture = _new_future(DeviceFuture)
+    fut._state = _FINISHED  # nobody else has it yet
+    fut._result = value
+    fut._exception = exc
+    fut._waiters = []
+    fut._done_callbacks = []
+    return fut
+
+
+_new_future = cf.Future.__new__
+
+
 #: Where callbacks go when the thread resolving futures must not run them
 #: (it is a caller inside sign() or result(), see deliver()).
 Defer = Callable[[list[DeviceFuture]], None]
@@ -167,6 +184,49 @@ def settle_many(items: list[tuple[DeviceFuture, Any, BaseException | None]], def
     else:
         for fut in called:
             fut._invoke_callbacks()  # logs and swallows what a callback raises
+
+
+class CallbackThread:
+    """A `Defer`: runs the done-callbacks handed to `defer` on a
+    ``qatpy-callbacks`` thread, started on first need, so that the thread
+    that resolved the futures (a caller inside qatpy) never runs them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[list[DeviceFuture] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def defer(self, futs: list[DeviceFuture]) -> None:
+        """Run these futures' callbacks on the thread (here, once `stop` was called)."""
+        with self._lock:  # orders every put against stop()'s sentinel
+            if not self._closed:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="qatpy-callbacks", daemon=True)
+                    self._thread.start()
+                self._queue.put(futs)
+                return
+        for fut in futs:
+            fut._invoke_callbacks()
+
+    def stop(self, timeout: float) -> None:
+        """Let the thread run what is queued, then end; a later `defer` runs
+        its callbacks itself."""
+        with self._lock:
+            self._closed = True
+            t = self._thread
+            if t is not None:
+                self._queue.put(None)  # after the callbacks already queued
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            futs = self._queue.get()
+            if futs is None:
+                return
+            for fut in futs:
+                fut._invoke_callbacks()  # logs and swallows what a callback raises
 
 
 def settle(fut: DeviceFuture, value: Any, exc: BaseException | None) -> None:
@@ -228,6 +288,25 @@ class BatchResult:
             # Complete: finish() is delivered (again, harmlessly, when a
             # delivery is redone after an interruption).
             return self.remaining == 0
+
+    def put_run(self, lo: int, values: list[Any]) -> bool:
+        """Results lo, lo + 1, ... (signatures, no exception) at once; as
+        `_put_many` otherwise (some of them were settled already).  Returns
+        whether the batch is complete."""
+        n = len(values)
+        hi = lo + n
+        now = time.perf_counter() if self.times is not None else 0.0
+        with self._lock:
+            if self.remaining <= 0:
+                return True
+            if self._filled.find(1, lo, hi) < 0:
+                self._filled[lo:hi] = b"\x01" * n
+                self.results[lo:hi] = values
+                if self.times is not None:
+                    self.times[lo:hi] = [now] * n
+                self.remaining -= n
+                return self.remaining == 0
+        return self._put_many([(self, lo + k, v, None) for k, v in enumerate(values)])
 
     def missing(self) -> list[int]:
         """Indices with no result yet (their slots still hold None)."""

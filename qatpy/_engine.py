@@ -358,14 +358,18 @@ class Engine:
                         f"prehashed data must be {spec.digest_size} bytes for {spec.hash_name}, got {len(d)}"
                     )
 
+    # The per-operation entries test the two flags before calling
+    # _check_open (a call costs more than the test on this path).
     def _sign_sync(self, key: _KeyBase, spec: Any, data: bytes) -> bytes:
-        self._check_open()
+        if self._closed or self._forked:
+            self._check_open()
         if spec.prehashed:
             self._check_prehashed(spec, [data])
         return self._ops.sign(Operation(key._key, spec, [data], key))
 
     def _sign_future(self, key: _KeyBase, spec: Any, data: bytes) -> cf.Future[bytes]:
-        self._check_open()
+        if self._closed or self._forked:
+            self._check_open()
         if spec.prehashed:
             self._check_prehashed(spec, [data])
         return self._ops.sign_future(Operation(key._key, spec, [data], key))
@@ -380,8 +384,10 @@ class Engine:
 
     def _submit_async(self, key: _KeyBase, spec: Any, data: bytes, fut: Any, loop: Any) -> None:
         """Queue one operation whose result resolves an asyncio future."""
-        self._check_open()
-        self._check_prehashed(spec, [data])
+        if self._closed or self._forked:
+            self._check_open()
+        if spec.prehashed:
+            self._check_prehashed(spec, [data])
         self._ops.submit(Operation(key._key, spec, [data], key), fut, loop)
 
     def _wait(self, op: Operation, fut: cf.Future[Any]) -> Any:

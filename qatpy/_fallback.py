@@ -72,8 +72,11 @@ class FallbackPolicy:
             self._sw().submit(op, target, loop)
 
     def wait(self, op: Operation, fut: cf.Future[Any], timeout: float | None = None) -> None:
+        sw = self._software
         if self.primary.accepts(op):
             self.primary.wait(op, fut, timeout)
+        elif sw is not None:  # the waiting thread signs queued software work meanwhile
+            sw.wait(op, fut, timeout)
         else:
             cf.wait([fut], timeout)
 

@@ -32,6 +32,10 @@ from ._completion import BatchResult, DeviceFuture
 _PKCS1_SPECS: dict[type, _ops.RsaSpec] = {}
 _warned_pyopenssl = False
 _ECDSA_SPECS: dict[type, _ops.EcSpec] = {}
+# The last cacheable ECDSA argument seen and its spec: callers pass the same
+# ec.ECDSA object again and again (it holds no state to change), and this
+# skips even the property lookups (a fifth of the submit path for P-256).
+_LAST_ECDSA: tuple[object, Any] = (object(), None)
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -109,7 +113,9 @@ class _KeyBase:
         """
         spec = self._spec(*args)
         data = _ops.data_bytes(data)
-        loop = _running_loop()
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            loop = _running_loop()  # raises, naming what to use instead
         fut: asyncio.Future[bytes] = loop.create_future()
         self._engine._submit_async(self, spec, data, fut, loop)
         return fut
@@ -253,18 +259,24 @@ class QatECPrivateKey(_KeyBase, ec.EllipticCurvePrivateKey):
         self._engine = engine
 
     def _spec(self, signature_algorithm: Any = None, *extra: Any) -> _ops.EcSpec:
+        global _LAST_ECDSA
+        last = _LAST_ECDSA
+        if last[0] is signature_algorithm and not extra:
+            spec: _ops.EcSpec = last[1]
+            return spec
         if extra:
             raise TypeError("EC sign takes (data, signature_algorithm)")
         if type(signature_algorithm) is ec.ECDSA and not signature_algorithm.deterministic_signing:
             # Specs for ECDSA(<SHA-2 instance>) depend only on the hash type: cache them.
             ht = type(signature_algorithm.algorithm)
             cached = _ECDSA_SPECS.get(ht)
-            if cached is not None:
-                return cached
-            spec = _ops.ec_spec(signature_algorithm)
-            if ht in _ops.HASH_TYPES:
-                _ECDSA_SPECS[ht] = spec
-            return spec
+            if cached is None:
+                cached = _ops.ec_spec(signature_algorithm)
+                if ht not in _ops.HASH_TYPES:
+                    return cached
+                _ECDSA_SPECS[ht] = cached
+            _LAST_ECDSA = (signature_algorithm, cached)
+            return cached
         return _ops.ec_spec(signature_algorithm)
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography.exceptions import UnsupportedAlgorithm, _Reasons
@@ -96,11 +96,14 @@ class RsaSpec:
     salt_len: int  # PSS only, resolved for this key size
     padding: AsymmetricPadding
     algorithm: hashes.HashAlgorithm | utils.Prehashed
+    #: The arguments after the data for cryptography's own RSA sign() (made
+    #: once: the software backend reads them for every operation).
+    sw_args: tuple[AsymmetricPadding, hashes.HashAlgorithm | utils.Prehashed] = field(
+        init=False, repr=False, compare=False
+    )
 
-    @property
-    def sw_args(self) -> tuple[AsymmetricPadding, hashes.HashAlgorithm | utils.Prehashed]:
-        """The arguments after the data for cryptography's own RSA sign()."""
-        return (self.padding, self.algorithm)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sw_args", (self.padding, self.algorithm))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +112,11 @@ class EcSpec:
     digest_size: int
     prehashed: bool
     signature_algorithm: ec.ECDSA
+    #: The arguments after the data for cryptography's own EC sign() (made once).
+    sw_args: tuple[ec.ECDSA] = field(init=False, repr=False, compare=False)
 
-    @property
-    def sw_args(self) -> tuple[ec.ECDSA]:
-        """The arguments after the data for cryptography's own EC sign()."""
-        return (self.signature_algorithm,)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sw_args", (self.signature_algorithm,))
 
 
 def rsa_spec(pad: object, algorithm: object, key_size: int) -> RsaSpec:

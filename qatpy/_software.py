@@ -1,17 +1,31 @@
 """The software backend: cryptography's own signing on every core.
 
 cryptography >= 47 releases the GIL while OpenSSL signs, so a few threads
-that do nothing but sign scale across cores.  Work is queued as jobs (one
-operation, some of its indices); a worker takes whole jobs up to CHUNK
-signatures and delivers each chunk's results at once, so the per-operation
-hand-off that sinks a plain ThreadPoolExecutor for 24 us P-256 signatures is
-paid once per chunk (measured on 2 cores: P-256 through a
-ThreadPoolExecutor's map(chunksize=64) ran at 0.64x one thread's rate).
+that do nothing but sign scale across cores.  Work is queued as entries (one
+operation, some of its indices); a worker takes entries up to a fair share
+and delivers each share's results at once, so the per-operation hand-off that
+sinks a plain ThreadPoolExecutor for 24 us P-256 signatures is paid once per
+share (measured on 2 cores: P-256 through a ThreadPoolExecutor's
+map(chunksize=64) ran at 0.64x one thread's rate).
+
+Callers sign too.  A thread that waits for a result (``sign_many``, a
+future's ``result()``) takes queued operations and signs them itself until
+its result is there, instead of sleeping while the workers do it; and an
+event loop submitting ``sign_async`` while the workers already have a
+backlog signs that operation at once, returning a finished future.  Measured
+on 2 cores with 256 P-256 operations in flight, the submitting thread's own
+Python work (futures, hand-offs, an event loop's task switches) otherwise
+holds the GIL in bursts that stall the workers when they come back from
+OpenSSL for it; a caller that signs releases the GIL in OpenSSL like they do,
+and its operations need no hand-off at all.  Done-callbacks of futures a
+caller resolves run on the ``qatpy-callbacks`` thread, never inside the
+caller.
 
 RSA keys are cloned once per worker: OpenSSL serialises signatures made
 with one RSA object (its blinding state), measured here as x1.73 on two
 threads with one key object against x2.01 with one object per thread.  The
-clones belong to this backend and go with the key.
+clones belong to this backend and go with the key.  Callers sign with the
+key itself, as a blocking ``sign()`` does.
 """
 
 from __future__ import annotations
@@ -23,45 +37,95 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ._backend import Operation, PrivateKey
-from ._completion import DeviceFuture, Item, deliver, fail_all, fail_in_forked_child
+from ._completion import (
+    BatchResult,
+    CallbackThread,
+    Defer,
+    DeviceFuture,
+    Item,
+    deliver,
+    fail_all,
+    fail_in_forked_child,
+    finished_future,
+    settle_many,
+)
 from ._errors import EngineClosedError, EngineForkedError
+from ._ops import RsaSpec
 
+#: The most operations a worker takes at once.
 CHUNK = 64
+#: The most operations a waiting caller takes at once: it checks its own
+#: result between takes, so this bounds how much later than its result it
+#: returns.  RSA operations (0.25 ms and up) are taken one at a time.
+HELP_PIECE = 32
+#: An event loop signs a ``sign_async`` operation itself, rather than queue
+#: it, when this many operations per worker are queued and no worker is idle.
+BACKLOG = 32
+#: For this long (seconds) after a caller signed, it counts as one of the
+#: `threads` signers: one worker fewer takes work meanwhile, so signers do
+#: not outnumber cores (each one more costs GIL hand-offs and thread switches).
+LEASE = 0.02
+
+# A queue entry: (operation, its indices to sign, target).  Entries are
+# tuples, made once and never changed; taking part of one replaces it.
+Entry = tuple[Operation, Sequence[int], Any]
+_ONE: Sequence[int] = (0,)
 
 
-class Job:
-    """Signatures `indices` of one operation, results to `target`."""
-
-    __slots__ = ("op", "indices", "target")
-
-    def __init__(self, op: Operation, indices: Sequence[int], target: Any) -> None:
-        self.op = op
-        self.indices = indices
-        self.target = target
+def _pieces(op: Operation, idx: Sequence[int], target: Any, threads: int) -> list[Entry]:
+    """Split a batch into entries of shrinking size (each about half a
+    signer's share of what is left, counting a caller that helps; at most
+    CHUNK): the first pieces keep every worker busy with few hand-offs, the
+    last ones are small, so the signers finish the batch together."""
+    n = len(idx)
+    out = []
+    lo = 0
+    while lo < n:
+        k = min(CHUNK, max(2, -(-(n - lo) // (2 * threads + 2))))
+        out.append((op, idx[lo : lo + k], target))
+        lo += k
+    return out
 
 
 class SoftwareBackend:
-    """Signs with cryptography on a pool of worker threads (started on first use)."""
+    """Signs with cryptography on a pool of worker threads (started on first
+    use) and on the threads that wait for the results."""
 
     name = "software"
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads if threads is not None else (os.cpu_count() or 1)
-        self._queue: deque[Job] = deque()
+        self._queue: deque[Entry] = deque()
+        # Operations in the queue.  A heuristic for fair shares, exact unless
+        # an exception interrupted a caller putting work back (stats() counts
+        # the queue itself); reset whenever the queue is found empty.
         self._queued_ops = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        # Idle workers' park locks (each held while its worker runs; the
+        # worker sleeps acquiring it again, a release wakes it), most recent last.
+        self._parked: list[threading.Lock] = []
         self._workers: list[threading.Thread] = []
         self._closing = False
-        self._busy = 0
-        # Worker index -> the jobs it is signing now (for a forked child).
-        self._running: dict[int, list[Job]] = {}
-        self._stats = {"submitted": 0, "completed": 0, "failed": 0, "chunks": 0, "sync_ops": 0}
+        self._awake = 0  # workers not parked (signing, or about to)
+        self._lease = 0.0  # time.monotonic() until which a caller counts as a signer
+        # Thread ident -> the entries that worker signs now (failed in a
+        # forked child); and the same for callers that sign (also put back
+        # in the queue when an exception interrupts them).
+        self._running: dict[int, list[Entry]] = {}
+        self._taken: dict[int, list[Entry]] = {}
+        self._submitted = self._completed = self._failed = self._chunks = 0
+        self._sync_ops = self._caller_ops = 0
+        # Operations a submitting thread signed at once, and how many of them
+        # failed (approximate under threads, like sync_ops; never used for control).
+        self._inline = self._inline_failed = 0
+        self._callbacks = CallbackThread()
+        self._helper = self._help  # bound once: every sign_future's waiter
         # qatpy key object -> {worker index: that worker's RSA clone}
         self._clones: weakref.WeakKeyDictionary[object, dict[int, rsa.RSAPrivateKey]] = weakref.WeakKeyDictionary()
 
@@ -75,7 +139,7 @@ class SoftwareBackend:
         """A blocking sign on the caller's thread: no hand-off at all."""
         if self._closing:
             raise EngineClosedError("engine is closed")
-        self._stats["sync_ops"] += 1  # approximate under threads; never used for control
+        self._sync_ops += 1  # approximate under threads; never used for control
         return op.software_sign(0)
 
     def submit(
@@ -86,77 +150,212 @@ class SoftwareBackend:
         indices: Sequence[int] | None = None,
     ) -> None:
         """Queue op's signatures (or only `indices` of them: the fallback
-        policy's re-runs); result i goes to (target, i)."""
-        idx: Sequence[int] = range(len(op.datas)) if indices is None else indices
-        n = len(idx)
-        # Split big batches so every worker gets a share, in pieces <= CHUNK.
-        piece = max(1, min(CHUNK, -(-n // self.threads)))
-        jobs = [Job(op, idx[i : i + piece], target) for i in range(0, n, piece)]
-        with self._cond:
+        policy's re-runs); result i goes to (target, i).
+
+        A single operation for an asyncio future, submitted from its loop
+        while the workers have a backlog, is signed here and now."""
+        entries: list[Entry]
+        if indices is None:
+            n = len(op.datas)
+            if n == 1:
+                if loop is not None and self._queued_ops >= BACKLOG * self.threads and not self._closing:
+                    self._sign_in_loop(op, target)
+                    return
+                entries = [(op, _ONE, target)]
+            else:
+                entries = _pieces(op, range(n), target, self.threads)
+        else:
+            n = len(indices)
+            entries = _pieces(op, indices, target, self.threads)
+        with self._lock:
             if self._closing:
                 raise EngineClosedError("engine is closed")
             if not self._workers:
                 self._start_workers()
-            self._queue.extend(jobs)
+            self._queue.extend(entries)
             self._queued_ops += n
-            self._stats["submitted"] += n
-            self._cond.notify(min(len(jobs), self.threads))
+            self._submitted += n
+            if self._parked:
+                self._wake(len(entries))
 
     def sign_future(self, op: Operation) -> cf.Future[bytes]:
-        fut = DeviceFuture()
-        self.submit(op, fut)
+        if self._queued_ops >= BACKLOG * self.threads and not self._closing:
+            return self._sign_here(op)
+        fut = DeviceFuture(self._helper)
+        with self._lock:
+            if self._closing:
+                raise EngineClosedError("engine is closed")
+            if not self._workers:
+                self._start_workers()
+            self._queue.append((op, _ONE, fut))
+            self._queued_ops += 1
+            self._submitted += 1
+            if self._parked:
+                self._wake(1)
         return fut
 
     def wait(self, op: Operation, fut: cf.Future[Any], timeout: float | None = None) -> None:
-        cf.wait([fut], timeout)
+        left = self._help(fut, timeout)
+        if not fut.done():
+            cf.wait([fut], left)
 
     def poll(self) -> int:
         return 0
 
     def stats(self) -> dict[str, Any]:
-        with self._cond:
-            d: dict[str, Any] = dict(self._stats)
-            d["queued"] = self._queued_ops
-            d["threads"] = self.threads
-        return d
+        with self._lock:
+            return {
+                "submitted": self._submitted + self._inline,
+                "completed": self._completed + self._inline,
+                "failed": self._failed + self._inline_failed,
+                "chunks": self._chunks,
+                "sync_ops": self._sync_ops,
+                "caller_ops": self._caller_ops + self._inline,
+                "queued": sum(len(e[1]) for e in self._queue),
+                "threads": self.threads,
+            }
 
     def close(self, deadline: float) -> None:
         """Stop the workers once the queue drains (until `deadline`); fail
         what is still queued then with EngineClosedError."""
-        with self._cond:
+        with self._lock:
             self._closing = True
-            self._cond.notify_all()
+            self._wake(len(self._parked) + self.threads)
         me = threading.current_thread()
         for t in self._workers:
             if t is me:  # close() called from a done-callback on this worker
                 continue
             t.join(max(0.0, deadline - time.monotonic()))
+        self._fail_queued()
+        self._callbacks.stop(max(0.0, deadline - time.monotonic()))
+
+    def _fail_queued(self) -> None:
         left: list[tuple[Any, int]] = []
-        with self._cond:
+        with self._lock:
             while self._queue:
-                job = self._queue.popleft()
-                left += [(job.target, i) for i in job.indices]
+                op, idx, target = self._queue.popleft()
+                left += [(target, i) for i in idx]
             self._queued_ops = 0
         fail_all(left, lambda: EngineClosedError("engine closed before the operation ran"))
 
     def fail_after_fork(self) -> None:
         """In a forked child: the workers are gone; fail what they held or had
         queued with EngineForkedError."""
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._closing = True
-        jobs = list(self._queue) + [j for js in self._running.values() for j in js]
+        held = list(self._running.values()) + list(self._taken.values())
+        entries = list(self._queue) + [e for es in held for e in es]
         self._queue.clear()
         self._running.clear()
+        self._taken.clear()
+        self._parked = []
         self._workers = []
+        self._callbacks = CallbackThread()
         fail_in_forked_child(
-            [(job.target, i) for job in jobs for i in job.indices],
+            [(target, i) for _, idx, target in entries for i in idx],
             lambda: EngineForkedError("the engine's process forked before this operation finished"),
         )
 
+    # -- signing on a caller's thread ---------------------------------------------
+    def _sign_here(self, op: Operation) -> cf.Future[bytes]:
+        """Sign one operation on the submitting thread; a finished future."""
+        self._lease = time.monotonic() + LEASE
+        self._inline += 1
+        try:
+            return finished_future(op.key.sign(op.datas[0], *op.spec.sw_args), None)
+        except Exception as exc:  # delivered to the future, as from a worker
+            self._inline_failed += 1
+            return finished_future(None, exc)
+
+    def _sign_in_loop(self, op: Operation, fut: asyncio.Future[bytes]) -> None:
+        """Sign one operation on the event loop's thread: its future is new,
+        so nothing (no callback, no awaiter) runs here but the signature."""
+        self._lease = time.monotonic() + LEASE
+        self._inline += 1
+        try:
+            sig = op.key.sign(op.datas[0], *op.spec.sw_args)
+        except Exception as exc:  # delivered to the awaiter, as from a worker
+            self._inline_failed += 1
+            fut.set_exception(exc)
+        else:
+            fut.set_result(sig)
+
+    def _help(self, fut: cf.Future[Any], timeout: float | None = None) -> float | None:
+        """Sign queued operations on this thread, a few at a time, until `fut`
+        is done, the queue is empty or `timeout` passed; returns what is left
+        of `timeout`.
+
+        What this thread takes is recorded in `_taken` before it leaves the
+        queue (no call in between, so no exception from a signal handler can
+        land there), and leaves `_taken` only once delivered: an exception
+        in between puts it back in the queue (here, or at this thread's next
+        call if a second one cut that short).  Delivering twice is harmless
+        (every target ignores a second answer); losing is not.  The put-back
+        takes the lock: takers peek at the queue's ends and then pop."""
+        end = None if timeout is None else time.monotonic() + timeout
+        me = threading.get_ident()
+        q = self._queue
+        lock = self._lock
+        taken = self._taken
+        if me in taken:
+            self._put_back(me)
+        try:
+            while not fut.done():
+                with lock:
+                    if not q:
+                        break
+                    # From the tail: the workers take from the head, so
+                    # the two meet only when the queue runs out.
+                    piece = 1 if type(q[-1][0].spec) is RsaSpec else HELP_PIECE
+                    mine: list[Entry] = []
+                    taken[me] = mine
+                    n = _take(q, piece, mine, tail=True)
+                    self._queued_ops -= n
+                    if not q:
+                        self._queued_ops = 0
+                    self._lease = time.monotonic() + LEASE
+                signed = _sign_entries(mine, _own_key)
+                with lock:
+                    self._completed += n
+                    self._failed += signed[3]
+                    self._chunks += 1
+                    self._caller_ops += n
+                _deliver(signed, self._callbacks.defer)
+                del taken[me]
+                if end is not None and time.monotonic() >= end:
+                    return 0.0
+        finally:
+            if me in taken:  # interrupted: not (all) delivered
+                self._put_back(me)
+        return None if end is None else max(0.0, end - time.monotonic())
+
+    def _put_back(self, me: int) -> None:
+        """Queue again what thread `me` took and did not deliver."""
+        with self._lock:
+            self._queue.extend(self._taken[me])
+            del self._taken[me]
+            self._queued_ops = sum(len(e[1]) for e in self._queue)
+            self._wake(1)
+            orphaned = self._closing and not any(t.is_alive() for t in self._workers)
+        if orphaned:  # closed meanwhile, no worker left to sign it
+            self._fail_queued()
+
     # -- workers ------------------------------------------------------------
-    def inflight(self) -> int:
-        with self._cond:
-            return self._queued_ops + self._busy
+    def _wake(self, want: int) -> None:
+        """Wake idle workers (most recently parked first) so that up to
+        `want` more sign, within the number allowed now.  Under `_lock`."""
+        parked = self._parked
+        n = min(want, len(parked), self._limit() - self._awake)
+        for _ in range(n):
+            parked.pop().release()
+            self._awake += 1  # counted here: a second wake-up before it runs must see it
+
+    def _limit(self) -> int:
+        """How many workers may sign now: one fewer while a caller signs
+        (but at least one, so that queued work always moves)."""
+        if self.threads > 1 and self._lease > time.monotonic() and not self._closing:
+            return self.threads - 1
+        return self.threads
 
     def _start_workers(self) -> None:
         # Workers start on first use: creating an engine does no work.
@@ -167,57 +366,157 @@ class SoftwareBackend:
 
     def _key_for(self, op: Operation, widx: int) -> PrivateKey:
         """The key worker `widx` signs op with: its own clone for RSA."""
-        if not isinstance(op.key, rsa.RSAPrivateKey):
+        if type(op.spec) is not RsaSpec:
             return op.key
         clones = self._clones.get(op.owner)
         if clones is None:
             clones = self._clones.setdefault(op.owner, {})
         clone = clones.get(widx)
         if clone is None:
-            clone = clones.setdefault(widx, op.key.private_numbers().private_key())
+            key = cast(rsa.RSAPrivateKey, op.key)  # an RsaSpec goes with an RSA key
+            clone = clones.setdefault(widx, key.private_numbers().private_key())
         return clone
 
     def _work(self, widx: int) -> None:
+        me = threading.get_ident()
+        park = threading.Lock()
+        park.acquire()
         q = self._queue
-        cond = self._cond
+        lock = self._lock
+        with lock:
+            self._awake += 1
         while True:
-            with cond:
-                while not q and not self._closing:
-                    cond.wait()
+            with lock:
+                while True:
+                    if not q:
+                        if self._closing:
+                            self._awake -= 1
+                            return
+                        wait = -1.0  # until woken
+                    elif self._awake > self._limit():
+                        # A caller signs: leave it this core until its lease ends.
+                        wait = max(1e-4, self._lease - time.monotonic())
+                    else:
+                        break
+                    self._awake -= 1
+                    self._parked.append(park)
+                    lock.release()
+                    woken = park.acquire(timeout=wait)
+                    lock.acquire()
+                    if not woken:
+                        if park in self._parked:  # the wait ended: up on its own
+                            self._parked.remove(park)
+                            self._awake += 1
+                        else:  # woken (and counted) as the wait ended: take back the release
+                            park.acquire(blocking=False)
+                # A fair share: at most ceil(queued / signers) operations, so
+                # that every signer finds work and they finish a batch together
+                # (taking whole queues left one core idle below ~128 queued
+                # operations, measured; a caller counts while it signs).
+                signers = self._awake + (self._lease > time.monotonic())
+                share = min(CHUNK, max(1, -(-self._queued_ops // signers)))
+                taken: list[Entry] = []
+                n = _take(q, share, taken, tail=False)
+                self._queued_ops -= n
                 if not q:
-                    return
-                # A fair share: at most ceil(queued / threads) operations, so
-                # every idle worker finds work (taking whole queues left one
-                # core idle below ~128 queued operations, measured).
-                share = min(CHUNK, -(-self._queued_ops // self.threads))
-                jobs = [q.popleft()]
-                taken = len(jobs[0].indices)
-                while q and taken + len(q[0].indices) <= share:
-                    job = q.popleft()
-                    jobs.append(job)
-                    taken += len(job.indices)
-                self._queued_ops -= taken
-                self._busy += 1
-                self._running[widx] = jobs
-                if q:
-                    cond.notify()
-            out: list[Item] = []
-            failed = 0
-            for job in jobs:
-                op, target = job.op, job.target
-                sign = self._key_for(op, widx).sign
-                datas, extra = op.datas, op.spec.sw_args
-                for i in job.indices:
-                    try:
-                        out.append((target, i, sign(datas[i], *extra), None))
-                    except Exception as exc:  # delivered to the caller's future
-                        out.append((target, i, None, exc))
-                        failed += 1
+                    self._queued_ops = 0
+                self._running[me] = taken
+                if q and self._parked:
+                    self._wake(1)
+            signed = _sign_entries(taken, lambda op: self._key_for(op, widx))
             # Counters first, so a caller woken by its result sees them.
-            with cond:
-                self._busy -= 1
-                self._stats["completed"] += taken
-                self._stats["failed"] += failed
-                self._stats["chunks"] += 1
-            deliver(out)
-            self._running.pop(widx, None)  # after delivery: a fork in between fails them again, harmlessly
+            with lock:
+                self._completed += n
+                self._failed += signed[3]
+                self._chunks += 1
+            _deliver(signed, None)
+            self._running.pop(me, None)  # after delivery: a fork in between fails them again, harmlessly
+
+
+def _take(q: deque[Entry], most: int, into: list[Entry], tail: bool) -> int:
+    """Move entries from the head (or the tail) of `q` to `into` until they
+    hold `most` operations, cutting the last one to fit; returns how many
+    operations moved.  Under the backend's lock.
+
+    Each entry is in `into` before it leaves `q`, with no call in between:
+    an exception from a signal handler leaves an entry in both (signed
+    twice at worst, and every target ignores a second answer), never in
+    neither."""
+    n = 0
+    while q and n < most:
+        e = q[-1] if tail else q[0]
+        k = len(e[1])
+        if n + k > most:
+            cut = most - n
+            op, idx, target = e
+            if tail:
+                into.append((op, idx[-cut:], target))
+                q[-1] = (op, idx[:-cut], target)
+            else:
+                into.append((op, idx[:cut], target))
+                q[0] = (op, idx[cut:], target)
+            return most
+        into.append(e)
+        if tail:
+            q.pop()
+        else:
+            q.popleft()
+        n += k
+    return n
+
+
+def _own_key(op: Operation) -> PrivateKey:
+    return op.key
+
+
+# What _sign_entries made: (futures to settle, finished batches, other
+# results to deliver, how many operations failed).
+Signed = tuple[list[tuple[DeviceFuture, Any, BaseException | None]], list[Item], list[Item], int]
+
+
+def _sign_entries(entries: list[Entry], key_of: Callable[[Operation], PrivateKey]) -> Signed:
+    """Sign every operation of `entries` (with the key `key_of` gives).
+
+    The two common targets skip the general delivery path: a
+    ``sign_future``'s DeviceFuture (one operation) is settled directly, and
+    a run of a batch's indices goes into its BatchResult in one step."""
+    futs: list[tuple[DeviceFuture, Any, BaseException | None]] = []
+    finished: list[Item] = []
+    out: list[Item] = []
+    failed = 0
+    for op, idx, target in entries:
+        sign = key_of(op).sign
+        datas, extra = op.datas, op.spec.sw_args
+        tt = type(target)
+        if tt is DeviceFuture:  # a sign_future: index 0 only
+            try:
+                futs.append((target, sign(datas[0], *extra), None))
+            except Exception as exc:  # delivered to the caller's future
+                futs.append((target, None, exc))
+                failed += 1
+            continue
+        sigs: list[Any] = []
+        bad = 0
+        for i in idx:
+            try:
+                sigs.append(sign(datas[i], *extra))
+            except Exception as exc:  # delivered to the caller's future
+                sigs.append(exc)
+                bad += 1
+        failed += bad
+        if tt is BatchResult and not bad and type(idx) is range:
+            if target.put_run(idx.start, sigs):
+                finished.append(target.finish())
+        else:
+            out += [
+                (target, i, None, v) if isinstance(v, Exception) else (target, i, v, None) for i, v in zip(idx, sigs)
+            ]
+    return futs, finished, out, failed
+
+
+def _deliver(signed: Signed, defer: Defer | None) -> None:
+    futs, finished, out, _ = signed
+    if futs:
+        settle_many(futs, defer)
+    if finished or out:
+        deliver(finished + out, defer)

@@ -46,7 +46,13 @@ SPEED_EXTRA = 'pip install "qatpy[speed]"'
 
 
 def require_numpy() -> ModuleType:
-    """numpy, or ImportError naming the extra that provides it."""
+    """numpy, or ImportError naming the extra that provides it.
+
+    Measuring needs none of numpy's BLAS: where numpy is not loaded yet, its
+    OpenBLAS is asked for no thread pool, whose threads otherwise spin on
+    the cores being measured (about 2% of the samples of a 2-core profile)."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         import numpy
     except ImportError as exc:
@@ -191,6 +197,17 @@ class Progress:
 # -- per-API runners (benchmarks/) ---------------------------------------------
 
 APIS = ("sign", "future", "async", "many")
+#: What each of `APIS` calls (and "batch": `engine_loop`, the private
+#: pipelined batch path), as tables and option values name them.
+API_LABELS = {
+    "sign": "sign",
+    "future": "sign_future",
+    "async": "sign_async",
+    "many": "sign_many",
+    "batch": "batch path",
+}
+#: Runner records the latency of one operation in SAMPLE (futures, asyncio).
+SAMPLE = 8
 
 
 class Runner:
@@ -205,7 +222,9 @@ class Runner:
     * ``many``: ``sign_many`` of batches of d messages.
 
     `run(n)` returns the latency of each operation, in seconds, as the
-    caller sees it (submit to result; for ``many``, the batch's duration).
+    caller sees it (submit to result; for ``many``, the batch's duration);
+    with more than one in flight, of one operation in `SAMPLE` for
+    ``future`` and ``async``.
     """
 
     def __init__(self, key: Any, api: str, depth: int) -> None:
@@ -257,32 +276,41 @@ class Runner:
             lat += f.result()
         return lat
 
+    # With more than one operation in flight, the latency of every SAMPLE-th
+    # operation is recorded: two clock reads and a list entry per operation
+    # cost a good part of what qatpy's own submit path does.
+
     def _run_future(self, n: int) -> list[float]:
         submit, args, d, pc = self.key.sign_future, self.args, self.depth, time.perf_counter
-        pend: deque[tuple[float, cf.Future[bytes]]] = deque()
-        lat = []
-        for _ in range(n):
-            if len(pend) >= d:
-                t0, f = pend.popleft()
-                f.result()
-                lat.append(pc() - t0)
-            pend.append((pc(), submit(MESSAGE, *args)))
-        while pend:
-            t0, f = pend.popleft()
-            f.result()
-            lat.append(pc() - t0)
+        step = SAMPLE if d > 1 else 1
+        pend: deque[cf.Future[bytes]] = deque()
+        stamps: deque[float] = deque()
+        lat: list[float] = []
+        for i in range(n + d):
+            if i >= d:  # op i - d is the oldest: wait for it
+                pend.popleft().result()
+                if not (i - d) % step:
+                    lat.append(pc() - stamps.popleft())
+            if i < n:
+                if not i % step:
+                    stamps.append(pc())
+                pend.append(submit(MESSAGE, *args))
         return lat
 
     def _run_async(self, n: int) -> list[float]:
         sign, args, pc = self.key.sign_async, self.args, time.perf_counter
+        step = SAMPLE if self.depth > 1 else 1
         lat: list[float] = []
         todo: Iterator[int] = iter(range(n))
 
         async def worker() -> None:
-            for _ in todo:  # shared iterator: the workers split n between them
-                t = pc()
-                await sign(MESSAGE, *args)
-                lat.append(pc() - t)
+            for i in todo:  # shared iterator: the workers split n between them
+                if i % step:
+                    await sign(MESSAGE, *args)
+                else:
+                    t = pc()
+                    await sign(MESSAGE, *args)
+                    lat.append(pc() - t)
 
         async def main() -> None:
             await asyncio.gather(*[worker() for _ in range(min(self.depth, n))])
@@ -303,6 +331,30 @@ class Runner:
             lat += [pc() - t] * len(msgs)
             left -= len(msgs)
         return lat
+
+
+def api_loop(
+    qkey: Any, api: str, seconds: float, inflight: int, progress: Callable[[int, float], None] | None = None
+) -> Result:
+    """Sign through one public API (`Runner`) with `inflight` operations in
+    flight for about `seconds`, in slices of about a tenth of a second
+    (``batch``: the private pipelined path, `engine_loop`)."""
+    if api == "batch":
+        return engine_loop(qkey, seconds, inflight, progress)
+    numpy = require_numpy()
+    with Runner(qkey, api, inflight) as runner:
+        n = ops_for(runner, min(0.1, seconds / 4))  # also the warm-up
+        lats = []
+        done = 0
+        t0 = time.perf_counter()
+        now = t0
+        while now - t0 < seconds:
+            lats.append(runner.run(n))
+            done += n
+            now = time.perf_counter()
+            if progress is not None:
+                progress(done, now - t0)
+    return Result(f"qatpy {qkey.engine.backend} {API_LABELS[api]}", done, now - t0, numpy.concatenate(lats))
 
 
 def ops_for(runner: Runner, seconds: float, floor: int = 0) -> int:

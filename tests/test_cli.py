@@ -75,10 +75,26 @@ def test_speed_software_table(tmp_path):
     )
     assert p.returncode == 0, p.stderr
     assert "baseline/s" in p.stdout and "ecdsap256" in p.stdout and "rsa2048" in p.stdout
+    assert "api=sign_many " in p.stdout  # the default: a public API, named
     rows = json.loads(out.read_text())["results"]
     assert {r["algorithm"] for r in rows} == {"ecdsap256", "rsa2048"}
     for r in rows:
+        assert r["api"] == "sign_many"
         assert r["signs_per_s"] > 0 and r["baseline_signs_per_s"] > 0 and r["p99_s"] >= r["p50_s"] > 0
+
+
+def test_speed_api_all_measures_each_public_api_and_the_batch_path(tmp_path):
+    """`speed --api all` gives one row per public API (sign_many, sign_future, sign_async) and one for the batch path."""
+    args = ("--seconds", "0.2", "--inflight", "16", "--api", "all", "ecdsap256", "--json", "-")
+    p = run("speed", "--backend", "software", *args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    apis = ["sign_many", "sign_future", "sign_async", "batch path"]
+    assert data["apis"] == apis
+    assert [r["api"] for r in data["results"]] == apis
+    for r in data["results"]:
+        assert r["signs_per_s"] > 0 and r["p99_s"] >= r["p50_s"] > 0
+    assert "api=" + ",".join(apis) in p.stderr
 
 
 def test_speed_json_dash_is_stdout_with_run_metadata(tmp_path):
