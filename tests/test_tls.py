@@ -27,6 +27,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from sslhelp import client_env
 
 import qatpy
 from qatpy.integrations.tlslite import (
@@ -124,6 +125,7 @@ def s_client(port: int, ca: Path, *flags: str) -> str:
         capture_output=True,
         timeout=20,
         check=False,
+        env=client_env(),
     )
     out = p.stdout.decode(errors="replace")
     assert p.returncode == 0, out + p.stderr.decode(errors="replace")
@@ -361,12 +363,15 @@ def test_readme_commands_against_the_example(tmp_path: Path, mode: str) -> None:
         ca = Path(listening.split("CA certificate: ")[1].strip())
         url = f"https://127.0.0.1:{port}/"
         curls = [
-            subprocess.run(["curl", "-sS", "--cacert", str(ca), url], capture_output=True, text=True, timeout=20),
+            subprocess.run(
+                ["curl", "-sS", "--cacert", str(ca), url], capture_output=True, text=True, timeout=20, env=client_env()
+            ),
             subprocess.run(
                 ["curl", "-sS", "--tlsv1.2", "--tls-max", "1.2", "--cacert", str(ca), url],
                 capture_output=True,
                 text=True,
                 timeout=20,
+                env=client_env(),
             ),
         ]
         plain = s_client(port, ca)
