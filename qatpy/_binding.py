@@ -384,9 +384,7 @@ class CEngine:
         self._ptr = ptr
 
     @staticmethod
-    def new(
-        device: Device | None, fallback: int, verify: bool, verify_ecdsa: bool, deadline_ns: int
-    ) -> CEngine | None:
+    def new(device: Device | None, fallback: int, verify: bool, verify_ecdsa: bool, deadline_ns: int) -> CEngine | None:
         m = native()
         cfg = m.ffi.new("qatpy_engine_config *")
         cfg.fallback = fallback

@@ -230,8 +230,8 @@ class Engine:
         self.backend: str = self._ops.name
         # The C engine object that qatpy.ssl's provider keys report to (it
         # outlives this Engine while OpenSSL holds such keys).
-        self._c_engine = c_engine if c_engine is not None else _software_c_engine(
-            fallback, verify, verify_ecdsa, self.deadline
+        self._c_engine = (
+            c_engine if c_engine is not None else _software_c_engine(fallback, verify, verify_ecdsa, self.deadline)
         )
         if self._c_engine is not None:
             weakref.finalize(self, self._c_engine.release)

@@ -576,4 +576,3 @@ class QatBackend:
             self._delivery.drain(caller=True)
             if self._inflight > 0:
                 dev.wait(seen, min(20_000_000, int(left * 1e9)))
-

@@ -104,7 +104,19 @@ def test_speed_json_dash_is_stdout_with_run_metadata(tmp_path):
 
     import qatpy
 
-    p = run("speed", "--backend", "software", "--seconds", "0.2", "--inflight", "8", "ecdsap256", "--json", "-", cwd=tmp_path)
+    p = run(
+        "speed",
+        "--backend",
+        "software",
+        "--seconds",
+        "0.2",
+        "--inflight",
+        "8",
+        "ecdsap256",
+        "--json",
+        "-",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     assert META_KEYS <= set(data), sorted(data)
@@ -214,7 +226,11 @@ def test_speed_without_numpy_names_the_extra():
     code = "import sys; sys.modules['numpy'] = None; from qatpy.__main__ import main; sys.exit(main(sys.argv[1:]))"
     env = cli_env(**NO_QATLIB)
     p = subprocess.run(
-        [sys.executable, "-c", code, "speed", "--backend", "software"], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-c", code, "speed", "--backend", "software"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     one_line_error(p, 2, "numpy", 'pip install "qatpy[speed]"')
     p = subprocess.run([sys.executable, "-c", code, "info"], capture_output=True, text=True, timeout=60, env=env)

@@ -45,7 +45,9 @@ def _modules() -> dict[str, Path]:
 
 def test_architecture_names_every_module_and_c_file():
     """Every Python module of the package and every C file of the shim, the provider and the simulator is named in docs/architecture.md."""
-    missing = [m for m in _modules() if f"`{m.split('.')[-1]}.py`" not in ARCH and f"{m.replace('.', '/')}.py" not in ARCH]
+    missing = [
+        m for m in _modules() if f"`{m.split('.')[-1]}.py`" not in ARCH and f"{m.replace('.', '/')}.py" not in ARCH
+    ]
     c_files = [p for d in ("shim", "provider", "sim") for p in (ROOT / "csrc" / d).glob("*.c")]
     missing += [str(p.relative_to(ROOT)) for p in c_files if f"`{p.name}`" not in ARCH]
     assert missing == []
@@ -134,7 +136,12 @@ def test_every_exception_is_documented():
 def test_every_environment_variable_is_documented():
     """Every QATPY_* environment variable the package, its build or its launcher reads is in docs/reference.md."""
     section = _section("Environment variables")
-    sources = [*(ROOT / "qatpy").rglob("*.py"), ROOT / "setup.py", *(ROOT / "csrc").glob("*.py"), ROOT / "csrc/sim/build.py"]
+    sources = [
+        *(ROOT / "qatpy").rglob("*.py"),
+        ROOT / "setup.py",
+        *(ROOT / "csrc").glob("*.py"),
+        ROOT / "csrc/sim/build.py",
+    ]
     found: set[str] = set()
     for p in sources:
         text = p.read_text()

@@ -45,7 +45,7 @@ def test_ruff():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-TYPED_USE = '''
+TYPED_USE = """
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -68,7 +68,7 @@ def loaded(pem: bytes) -> bytes:
     if isinstance(key, qatpy.QatRSAPrivateKey):
         return key.sign(b"x", padding.PKCS1v15(), hashes.SHA256())
     return key.sign(b"x", ec.ECDSA(hashes.SHA256()))
-'''
+"""
 
 
 def test_user_code_types_under_mypy_strict(tmp_path):

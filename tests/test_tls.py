@@ -302,9 +302,7 @@ def test_server_answers_the_client_finished_at_once(serve: Any, engine: qatpy.En
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_server_sockets_send_without_nagle(
-    serve: Any, mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_server_sockets_send_without_nagle(serve: Any, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every connection the server handshakes on has TCP_NODELAY, so its TLS 1.2 ticket write cannot hold back its Finished."""
     seen: list[int] = []
 
