@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import queue
 import threading
 import weakref
 from typing import Any
 
 from . import _binding
 from ._binding import DRAIN_MAX
-from ._completion import DeviceFuture, Item, deliver
+from ._completion import CallbackThread, DeviceFuture, Item, deliver
 from ._pending import TAG_MASK, TAG_SHIFT, PendingTable, Request
 from ._status import Status, completion_error
 
@@ -53,9 +52,8 @@ class Delivery:
         self.thread: threading.Thread | None = None
         # Done-callbacks of futures resolved by a caller's drain (see
         # deliver()) run here, on a thread started when first needed.
-        self._callbacks: queue.SimpleQueue[list[DeviceFuture] | None] = queue.SimpleQueue()
-        self._callback_thread: threading.Thread | None = None
-        self._callbacks_closed = False
+        self._callbacks = CallbackThread()
+        self.defer = self._callbacks.defer
         if not manual:
             self.thread = threading.Thread(target=self._completion_loop, name="qatpy-completions", daemon=True)
             self.thread.start()
@@ -176,29 +174,6 @@ class Delivery:
             seen = dev.wait_unclaimed(seen, COMPLETION_GRACE_NS, 50_000_000)
             self.drain()
 
-    # -- callbacks ------------------------------------------------------------
-    def defer(self, futs: list[DeviceFuture]) -> None:
-        """Run these futures' done-callbacks on the callback thread (here,
-        if a late drain comes after that thread was told to stop)."""
-        with self.pending.lock:  # orders every put against stop_callbacks' sentinel
-            if not self._callbacks_closed:
-                if self._callback_thread is None:
-                    t = threading.Thread(target=self._callback_loop, name="qatpy-callbacks", daemon=True)
-                    t.start()
-                    self._callback_thread = t
-                self._callbacks.put(futs)
-                return
-        for fut in futs:
-            fut._invoke_callbacks()
-
-    def _callback_loop(self) -> None:
-        while True:
-            futs = self._callbacks.get()
-            if futs is None:
-                return
-            for fut in futs:
-                fut._invoke_callbacks()  # logs and swallows what a callback raises
-
     # -- event loops ----------------------------------------------------------
     def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let `loop` drain completions itself when the shim's eventfd fires,
@@ -252,10 +227,4 @@ class Delivery:
     def stop_callbacks(self, timeout: float) -> None:
         """Let the callback thread run what is queued, then end; a later
         defer() runs its callbacks itself."""
-        with self.pending.lock:
-            self._callbacks_closed = True
-            t = self._callback_thread
-            if t is not None:
-                self._callbacks.put(None)  # after the callbacks already queued
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
+        self._callbacks.stop(timeout)
