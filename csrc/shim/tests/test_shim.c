@@ -1637,7 +1637,7 @@ int main(int argc, char **argv)
         /* the first test loads the sim, which every other one needs */
         if (i > 0 && only && *only && !selected(only, tests[i].name))
             continue;
-        ran++;
+        ran += i > 0;
         int before = failures;
         printf("%s\n", tests[i].name);
         fflush(stdout);
@@ -1650,7 +1650,7 @@ int main(int argc, char **argv)
         }
         printf("  -> %s\n", failures == before ? "ok" : "FAILED");
     }
-    if (ran == 0) {
+    if (only && *only && ran == 0) {
         fprintf(stderr, "test_shim: QATPY_TEST_ONLY=%s selects no test\n", only);
         return 1;
     }
