@@ -10,6 +10,7 @@
  * QATPY_TEST_ONLY=fork for one test of a slow sanitizer build.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <openssl/bn.h>
@@ -21,6 +22,7 @@
 #include <openssl/sha.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1333,6 +1335,39 @@ static void test_restart(void)
     EC_KEY_free(ek.ec);
 }
 
+/* Whether every thread of this process has entered its own code.  Each
+ * thread the shim and the sim start names itself first thing (qatpy-poll-N,
+ * qatsim-worker, qatsim-timer), so one still named like the main thread is
+ * still starting. */
+static bool threads_started(void)
+{
+    char self[32] = "", path[64], comm[32];
+    FILE *f = fopen("/proc/self/comm", "r");
+    if (!f)
+        return true; /* no procfs: nothing to wait for */
+    if (!fgets(self, sizeof self, f))
+        self[0] = 0;
+    fclose(f);
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return true;
+    bool started = true;
+    long me = (long)getpid();
+    for (struct dirent *e; started && (e = readdir(d));) {
+        long tid = strtol(e->d_name, NULL, 10);
+        if (tid <= 0 || tid == me)
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%ld/comm", tid);
+        if (!(f = fopen(path, "r")))
+            continue; /* it ended */
+        if (fgets(comm, sizeof comm, f) && strcmp(comm, self) == 0)
+            started = false;
+        fclose(f);
+    }
+    closedir(d);
+    return started;
+}
+
 /* In a forked child the parent's device refuses work without crashing, and
  * the child may open its own device. */
 static void test_fork(void)
@@ -1345,6 +1380,14 @@ static void test_fork(void)
     qatpy_sim_knob_reset();
     qatpy_device *dev = open_dev(QATPY_POLL_TIMER, 20000, 0, 0);
     struct ec_test_key ek = ec_key(dev, QATPY_CURVE_P256);
+    /* Fork once the device's threads run their own code.  A thread still
+     * starting may hold a lock of the allocator (under ASan: its thread
+     * set-up allocates under a lock that GCC 12's runtime does not take
+     * around fork), and the child, which inherits that lock held, hangs in
+     * its first malloc of that size.  glibc's malloc is safe across fork. */
+    for (int i = 0; i < 10000 * scale && !threads_started(); i++)
+        usleep(1000);
+    CHECK(threads_started(), "the device's threads started");
     fflush(stdout);
     /* The child reports through a pipe: under valgrind its exit status is
      * valgrind's (the sim's thread contexts look leaked in any fork child). */
@@ -1400,11 +1443,19 @@ static void test_fork(void)
         _exit(0);
     }
     close(pfd[1]);
+    /* A child that hangs is a failure that says so, not a stuck run. */
     uint8_t crc = 0xff;
-    ssize_t got = read(pfd[0], &crc, 1);
+    ssize_t got = -1;
+    struct pollfd pp = {.fd = pfd[0], .events = POLLIN};
+    int pr = poll(&pp, 1, 120000 * scale);
+    if (pr == 1)
+        got = read(pfd[0], &crc, 1);
+    else
+        kill(pid, SIGKILL);
     close(pfd[0]);
     int st = 0;
     waitpid(pid, &st, 0);
+    CHECK(pr == 1, "child: no report within %d s (killed)", 120 * scale);
     CHECK(got == 1 && crc == 0, "child: report %zd/%d, status %d", got, crc, st);
     if (got == 1 && crc == 0)
         printf("  child: parent's device refused; own device opened, signed RSA + ECDSA "
