@@ -283,10 +283,11 @@ class Device:
             self._view = v
         return v
 
-    def result(self, index: int, length: int) -> bytes:
-        """The result bytes of entry `index` of the current batch."""
-        start = index * self._stride
-        return self._results_buf[start : start + length]
+    def results_buffer(self) -> tuple[Any, int]:
+        """(buffer, stride): entry i's result of the current batch is
+        buffer[i * stride : i * stride + length] (sliced in the drain loop,
+        without a call per result)."""
+        return self._results_buf, self._stride
 
     def _guarded(self, default: Any, fn: Any, *args: Any) -> Any:
         """fn(device pointer, *args) while the device is alive, else `default`."""

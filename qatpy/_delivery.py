@@ -104,6 +104,7 @@ class Delivery:
         reroutes = self._reroutes
         handled = 0
         refilled = False
+        results, stride = dev.results_buffer()
         while True:
             n, tags, sts, cpas, lens, insts = dev.view()
             pos = self._pos
@@ -119,7 +120,8 @@ class Delivery:
                                 st = sts[i]
                                 owner = req.owner
                                 if st == _ST_OK:
-                                    outbox.append((req.target, index, dev.result(i, lens[i]), None))
+                                    start = i * stride
+                                    outbox.append((req.target, index, results[start : start + lens[i]], None))
                                     failed = 0
                                 elif owner.reroutes(st):
                                     reroutes.append((req, index, st))

@@ -275,8 +275,54 @@ class QatBackend:
 
     def sign_future(self, op: Operation) -> cf.Future[bytes]:
         fut = DeviceFuture(self._waiter)
-        self._submit(op, fut, block=True)
+        self._submit_one(op, fut)
         return fut
+
+    def _submit_one(self, op: Operation, target: Any) -> None:
+        """Queue one operation: sign_future's hot path, kept flat (it is most
+        of the per-operation Python cost; the general _submit with its chunk
+        loop measured 2.0x the direct P-256 loop against 2.6x for this).
+        PSS (encoded in Python), manual polling, a full device and errors go
+        through _submit, which handles them."""
+        spec = op.spec
+        is_ec = type(spec) is _ops.EcSpec
+        if self._manual or (type(spec) is _ops.RsaSpec and spec.pss):
+            self._submit(op, target, block=True)
+            return
+        data = op.datas[0]
+        digest = data if spec.prehashed else _ops.HASHLIB[spec.hash_name](data).digest()
+        pending = self._pending
+        rid = pending.next_id()
+        with pending.lock:
+            if self._closed:
+                raise EngineClosedError("engine is closed")
+            pending.requests[rid] = Request(target, 1, self, op)
+            self._inflight += 1
+            self._submitted += 1
+            self._active += 1
+            pending.submitters += 1
+        dev = self._device
+        try:
+            handle = self._handles[id(op.owner)]
+            assert handle is not None  # accepts() said yes before any submit
+            if is_ec:
+                rc = dev.submit_ecdsa(handle, digest, rid << TAG_SHIFT)
+            else:
+                rc = dev.submit_rsa(handle, _PKCS1, HASH_IDS[spec.hash_name], digest, rid << TAG_SHIFT)
+            backlog = dev.backlog()  # read while registered: the device is alive
+        finally:
+            self._leave()
+        if rc == _OK:
+            if backlog >= SUBMIT_DRAIN_AT:
+                self._delivery.drain(caller=True)  # as in _submit
+            return
+        # Nothing was queued under this id: take it back, and let the general
+        # path wait for a slot, overflow or fail it.
+        with pending.lock:
+            if pending.forget(rid, 1) is not None:
+                self._inflight -= 1
+                self._submitted -= 1
+        self._submit(op, target, block=True)
 
     def submit(self, op: Operation, target: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if loop is None or self._manual:
@@ -435,7 +481,9 @@ class QatBackend:
         pending = self._pending
         self._active -= 1
         pending.submitters -= 1
-        if (self._active == 0 and self._closed) or pending.submitters == 0:
+        # The session's release waits for the sum over engines; all of them
+        # are closed then, so the last one out passes here.
+        if self._active == 0 and self._closed:
             pending.changed.notify_all()
 
     def _forget(self, rid: int, count: int) -> None:
