@@ -49,6 +49,10 @@ class Delivery:
         self.stopping = False
         self.loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._loops_lock = threading.Lock()
+        self._unwatched = False  # set once, when the device is going: no loop is added after
+        # The shim's eventfd, read once while the device is certainly alive
+        # (it lives as long as the device; loops never call into it for this).
+        self._event_fd = -1 if manual else device.event_fd()
         self.thread: threading.Thread | None = None
         # Done-callbacks of futures resolved by a caller's drain (see
         # deliver()) run here, on a thread started when first needed.
@@ -183,10 +187,12 @@ class Delivery:
         if self.manual:
             return
         with self._loops_lock:
-            if loop in self.loops or self.stopping:
+            if loop in self.loops or self._unwatched:
                 return
             self.loops.add(loop)
-        loop.add_reader(self.device.event_fd(), self._on_readable)
+        # On the loop's own thread (the caller is in it): a removal that
+        # _unwatch_loops schedules on this loop runs after this.
+        loop.add_reader(self._event_fd, self._on_readable)
 
     def _on_readable(self) -> None:
         # Clear before draining: a completion pushed after the clear re-arms
@@ -195,8 +201,9 @@ class Delivery:
         self.drain()
 
     def _unwatch_loops(self) -> None:
-        fd = self.device.event_fd()
+        fd = self._event_fd
         with self._loops_lock:
+            self._unwatched = True
             loops, self.loops = list(self.loops), weakref.WeakSet()
         for loop in loops:
             if loop.is_closed():

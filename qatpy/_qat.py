@@ -184,11 +184,18 @@ class QatBackend:
         """A new device copy of a cryptography private key, made for this
         engine (its requests take the engine's settings), or None when the
         device does not take the key.  The caller owns (releases) it."""
-        self._enter()
+        registered = False
         try:
+            with self._pending.lock:
+                if self._closed:
+                    raise EngineClosedError("engine is closed")
+                self._active += 1
+                self._pending.submitters += 1
+                registered = True  # the last store under the lock: see _leave
             return self._device_key(key)
         finally:
-            self._leave()
+            if registered:
+                self._leave()
 
     def _device_key(self, key: object) -> _binding.Key | None:
         dev = self._device
@@ -234,26 +241,29 @@ class QatBackend:
         enc, blob, _ = self._inputs(op)
         kind = _OP_ECDSA if type(op.spec) is _ops.EcSpec else _OP_RSA
         pending = self._pending
-        with pending.lock:
-            if self._closed:
-                raise EngineClosedError("engine is closed")
-            self._submitted += 1
-            self._inflight += 1
-            self._active += 1
-            pending.submitters += 1
         st = _CLOSED  # if the call below never returns a status: nothing was queued
+        registered = False
         try:
+            with pending.lock:
+                if self._closed:
+                    raise EngineClosedError("engine is closed")
+                self._submitted += 1
+                self._inflight += 1
+                self._active += 1
+                pending.submitters += 1
+                registered = True  # the last store under the lock: see _leave
             handle = self._handles[id(op.owner)]
             assert handle is not None  # accepts() said yes before any sign
             st, cpa, sig = self._device.sign_wait(handle, kind, enc, HASH_IDS[op.spec.hash_name], blob)
         finally:
-            with pending.lock:
-                self._inflight -= 1
-                if st >= 0:
-                    self._completed += 1
-                else:
-                    self._submitted -= 1  # nothing was queued
-                self._left_locked()
+            if registered:
+                with pending.lock:
+                    self._inflight -= 1
+                    if st >= 0:
+                        self._completed += 1
+                    else:
+                        self._submitted -= 1  # nothing was queued
+                    self._left_locked()
         if st == _ST_OK:
             return sig
         if st == _FULL:
@@ -293,16 +303,20 @@ class QatBackend:
         digest = data if spec.prehashed else _ops.HASHLIB[spec.hash_name](data).digest()
         pending = self._pending
         rid = pending.next_id()
-        with pending.lock:
-            if self._closed:
-                raise EngineClosedError("engine is closed")
-            pending.requests[rid] = Request(target, 1, self, op)
-            self._inflight += 1
-            self._submitted += 1
-            self._active += 1
-            pending.submitters += 1
-        dev = self._device
+        rc = -1  # no status yet: whatever ends this early queued nothing
+        backlog = 0
+        registered = False
         try:
+            with pending.lock:
+                if self._closed:
+                    raise EngineClosedError("engine is closed")
+                pending.requests[rid] = Request(target, 1, self, op)
+                self._inflight += 1
+                self._submitted += 1
+                self._active += 1
+                pending.submitters += 1
+                registered = True  # the last store under the lock: see _leave
+            dev = self._device
             handle = self._handles[id(op.owner)]
             assert handle is not None  # accepts() said yes before any submit
             if is_ec:
@@ -311,17 +325,20 @@ class QatBackend:
                 rc = dev.submit_rsa(handle, _PKCS1, HASH_IDS[spec.hash_name], digest, rid << TAG_SHIFT)
             backlog = dev.backlog()  # read while registered: the device is alive
         finally:
-            self._leave()
+            if registered:
+                with pending.lock:
+                    # Nothing was queued under this id (refused, or an
+                    # exception came first): take it back, in the same step
+                    # as leaving, so no close waits for it.
+                    if rc != _OK and pending.forget(rid, 1) is not None:
+                        self._inflight -= 1
+                        self._submitted -= 1
+                    self._left_locked()
         if rc == _OK:
             if backlog >= SUBMIT_DRAIN_AT:
                 self._delivery.drain(caller=True)  # as in _submit
             return
-        # Nothing was queued under this id: take it back, and let the general
-        # path wait for a slot, overflow or fail it.
-        with pending.lock:
-            if pending.forget(rid, 1) is not None:
-                self._inflight -= 1
-                self._submitted -= 1
+        # Let the general path wait for a slot, overflow or fail it.
         self._submit(op, target, block=True)
 
     def submit(self, op: Operation, target: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -396,22 +413,31 @@ class QatBackend:
         enc, blob, ilen = self._inputs(op)
         pending = self._pending
         rid = pending.next_id()
-        with pending.lock:
-            if self._closed:
-                raise EngineClosedError("engine is closed")
-            pending.requests[rid] = Request(target, n, self, op)
-            self._inflight += n
-            self._submitted += n
-            self._active += 1
-            pending.submitters += 1
         dev = self._device
         tag0 = rid << TAG_SHIFT
         done = 0
+        registered = False
+        owed = True  # the operations not yet queued are still in the table
+        calling = False
         try:
+            with pending.lock:
+                if self._closed:
+                    raise EngineClosedError("engine is closed")
+                pending.requests[rid] = Request(target, n, self, op)
+                self._inflight += n
+                self._submitted += n
+                self._active += 1
+                pending.submitters += 1
+                registered = True  # the last store under the lock: see _leave
             handle = self._handles[id(op.owner)]
             assert handle is not None  # accepts() said yes before any submit
             while True:
                 chunk = blob if done == 0 else blob[done * ilen :]
+                # From here until `done` counts what the call queued, an
+                # exception (a signal handler's, raised as the C call
+                # returns) leaves unknown how many went to the device: the
+                # request then stays in the table and its answers settle it.
+                calling = True
                 if n - done == 1:
                     if is_ec:
                         rc = dev.submit_ecdsa(handle, chunk, tag0 + done)
@@ -425,6 +451,7 @@ class QatBackend:
                         handle, enc, HASH_IDS[op.spec.hash_name], chunk, ilen, n - done, tag0 + done
                     )
                 done += k
+                calling = False
                 if rc == _OK or done == n:
                     if dev.backlog() >= SUBMIT_DRAIN_AT and not self._manual:
                         # Completions pile up while this thread submits: take
@@ -439,12 +466,14 @@ class QatBackend:
                 rr = self.rerouter
                 if rr is not None and rr.overflows:
                     self._forget(rid, n - done)
+                    owed = False
                     log.debug("qatpy: %s at capacity: %d operations overflow to software", self.name, n - done)
                     _to_software(target)
                     rr.overflow(op, target, range(done, n))
                     return n
                 if not block:
                     self._forget(rid, n - done)
+                    owed = False
                     return done
                 if self._closed:
                     rc = _CLOSED
@@ -455,24 +484,27 @@ class QatBackend:
                     self._delivery.drain()
                 else:
                     dev.wait(dev.seq(), 1_000_000)
+        except BaseException:
+            if registered and owed and not calling:
+                # Interrupted (a signal handler's exception) where `done` is
+                # exact: what was not queued is not owed.
+                self._forget(rid, n - done)
+            raise
         finally:
-            self._leave()
+            if registered:
+                self._leave()
         # The device refused the rest: fail those operations, nothing lost.
         self._forget(rid, n - done)
         deliver([(target, i, None, submit_error(rc)) for i in range(done, n)])
         return n
 
-    # Threads that use the device pointer (submits, key copies) register
-    # here; close() waits for this engine's, and the session frees the
-    # device only after every engine's have left (so none calls into a
-    # freed device, whatever close's timeout).
-    def _enter(self) -> None:
-        with self._pending.lock:
-            if self._closed:
-                raise EngineClosedError("engine is closed")
-            self._active += 1
-            self._pending.submitters += 1
-
+    # Threads that use the device pointer (submits, sign_wait, key copies)
+    # register under the table's lock (_active, pending.submitters); close()
+    # waits for this engine's, and the session frees the device only after
+    # every engine's have left, so none calls into a freed device whatever
+    # close's timeout.  Each registers inside its try, with a flag stored
+    # last under the lock, so an exception from a signal handler at any
+    # point either finds it unregistered or is undone by its finally.
     def _leave(self) -> None:
         with self._pending.lock:
             self._left_locked()

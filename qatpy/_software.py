@@ -374,7 +374,11 @@ class SoftwareBackend:
         clone = clones.get(widx)
         if clone is None:
             key = cast(rsa.RSAPrivateKey, op.key)  # an RsaSpec goes with an RSA key
-            clone = clones.setdefault(widx, key.private_numbers().private_key())
+            try:
+                made = key.private_numbers().private_key()
+            except Exception:  # a key that cannot be copied (not exportable): sign with it itself
+                made = key
+            clone = clones.setdefault(widx, made)
         return clone
 
     def _work(self, widx: int) -> None:
@@ -485,7 +489,10 @@ def _sign_entries(entries: list[Entry], key_of: Callable[[Operation], PrivateKey
     out: list[Item] = []
     failed = 0
     for op, idx, target in entries:
-        sign = key_of(op).sign
+        try:
+            sign = key_of(op).sign
+        except Exception:  # never fatal to the signer: the operation's own key signs
+            sign = op.key.sign
         datas, extra = op.datas, op.spec.sw_args
         tt = type(target)
         if tt is DeviceFuture:  # a sign_future: index 0 only

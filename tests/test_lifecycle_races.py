@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -152,3 +154,59 @@ def test_batch_results_settle_once(rsa_keys):
     time.sleep(0.5)
     again = [type(r).__name__ if isinstance(r, BaseException) else "sig" for r in fut.result()]
     assert first == again and len(first) == 16
+
+
+@pytest.mark.parametrize("where", ["_submit_one", "_submit", "sign"])
+def test_interrupt_at_a_submit_s_first_step_leaves_nothing_owed(ec_keys, monkeypatch, caplog, where):
+    """A KeyboardInterrupt right after a submit registered undoes it: no in-flight count, close frees the device."""
+    from qatpy import _qat
+
+    real = _qat.QatBackend.__dict__.get("_device")
+    armed = [True]
+
+    def interrupting(self: Any) -> Any:
+        if armed[0] and sys._getframe(1).f_code.co_name == where:
+            armed[0] = False
+            raise KeyboardInterrupt  # what a SIGINT handler raises at this bytecode
+        return self.__dict__["_device"]
+
+    assert real is None  # _device is a plain instance attribute the property shadows
+    eng = qatpy.Engine("sim")
+    key = eng.wrap_key(ec_keys["secp256r1"])
+    ec_keys["secp256r1"].public_key().verify(key.sign_future(b"warm", ECDSA).result(), b"warm", ECDSA)
+    monkeypatch.setattr(_qat.QatBackend, "_device", property(interrupting), raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        if where == "_submit_one":
+            key.sign_future(b"x", ECDSA)
+        elif where == "_submit":
+            key.sign_many([b"x", b"y"], ECDSA)
+        else:
+            key.sign(b"x", ECDSA)
+    assert not armed[0]
+    backend = eng._ops.primary
+    assert (backend._inflight, backend._active, backend._pending.submitters) == (0, 0, 0)
+    eng.close(timeout=3)
+    assert eng.stats()["inflight"] == 0
+    assert not [r for r in caplog.records if "left allocated" in r.getMessage()]
+
+
+def test_a_loop_arriving_while_the_device_shuts_down_watches_nothing(ec_keys):
+    """A loop's first sign_async during the last close's shutdown adds no reader on the eventfd about to be freed."""
+    eng = qatpy.Engine("sim")
+    backend = eng._ops.primary
+    delivery, device = backend._delivery, backend._session.device
+    real_shutdown = device.shutdown
+    watched: list[bool] = []
+
+    async def arrive() -> None:
+        loop = asyncio.get_running_loop()
+        delivery.watch_loop(loop)  # what the loop's first sign_async does
+        watched.append(loop in delivery.loops)
+
+    def shutdown_with_a_loop_arriving(timeout_ns: int) -> None:
+        asyncio.run(arrive())  # after the loops were unwatched, before the device is gone
+        real_shutdown(timeout_ns)
+
+    device.shutdown = shutdown_with_a_loop_arriving  # type: ignore[method-assign]
+    eng.close()
+    assert watched == [False]

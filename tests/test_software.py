@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 import qatpy
 from qatpy import _software
@@ -222,3 +222,47 @@ def test_every_api_at_once_from_many_threads(ec_keys, rsa_keys, threads):
 
 async def _gather(key: Any, msgs: list[bytes], args: tuple[Any, ...]) -> list[bytes]:
     return list(await asyncio.gather(*[key.sign_async(m, *args) for m in msgs]))
+
+
+class _NoExport(rsa.RSAPrivateKey):
+    """An RSA key that signs but refuses to export its numbers (HSM-style)."""
+
+    def __init__(self, key: rsa.RSAPrivateKey) -> None:
+        self._k = key
+
+    def decrypt(self, *a: Any) -> bytes:
+        return self._k.decrypt(*a)
+
+    @property
+    def key_size(self) -> int:
+        return self._k.key_size
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._k.public_key()
+
+    def sign(self, *a: Any) -> bytes:
+        return self._k.sign(*a)
+
+    def private_numbers(self) -> rsa.RSAPrivateNumbers:
+        raise RuntimeError("key material is not exportable")
+
+    def private_bytes(self, *a: Any) -> bytes:
+        raise RuntimeError("key material is not exportable")
+
+    def __copy__(self) -> _NoExport:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> _NoExport:
+        return self
+
+
+def test_workers_sign_with_a_key_they_cannot_copy(rsa_keys):
+    """A key whose numbers cannot be exported is signed by the workers with the key itself; no worker dies."""
+    real = rsa_keys[2048]
+    args = (padding.PKCS1v15(), hashes.SHA256())
+    with qatpy.Engine("software", threads=2) as eng:
+        key = eng.wrap_key(_NoExport(real))
+        sigs = key.sign_many_future([b"m%d" % i for i in range(8)], *args).result(timeout=30)
+        for i, sig in enumerate(sigs):
+            real.public_key().verify(sig, b"m%d" % i, *args)
+        assert all(t.is_alive() for t in eng._ops._workers)
