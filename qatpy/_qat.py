@@ -288,17 +288,18 @@ class QatBackend:
         self._submit_one(op, fut)
         return fut
 
-    def _submit_one(self, op: Operation, target: Any) -> None:
+    def _submit_one(self, op: Operation, target: Any, block: bool = True) -> bool:
         """Queue one operation: sign_future's hot path, kept flat (it is most
         of the per-operation Python cost; the general _submit with its chunk
         loop measured 2.0x the direct P-256 loop against 2.6x for this).
         PSS (encoded in Python), manual polling, a full device and errors go
-        through _submit, which handles them."""
+        through _submit, which handles them.  With block=False (an event
+        loop) it returns False, having queued nothing, where the device
+        refused the operation; the caller keeps it."""
         spec = op.spec
         is_ec = type(spec) is _ops.EcSpec
         if self._manual or (type(spec) is _ops.RsaSpec and spec.pss):
-            self._submit(op, target, block=True)
-            return
+            return self._submit(op, target, block=block) == 1
         data = op.datas[0]
         digest = data if spec.prehashed else _ops.HASHLIB[spec.hash_name](data).digest()
         pending = self._pending
@@ -337,9 +338,12 @@ class QatBackend:
         if rc == _OK:
             if backlog >= SUBMIT_DRAIN_AT:
                 self._delivery.drain(caller=True)  # as in _submit
-            return
+            return True
+        if not block:
+            return False
         # Let the general path wait for a slot, overflow or fail it.
         self._submit(op, target, block=True)
+        return True
 
     def submit(self, op: Operation, target: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if loop is None or self._manual:
@@ -352,6 +356,12 @@ class QatBackend:
             self._delivery.watch_loop(loop)
         batch = self._loop_batches.get(loop)
         if batch is None:
+            # A lone operation (nothing of this engine in flight, nothing
+            # waiting for this iteration's flush) goes at once: its latency
+            # is the point, and there is nothing to batch it with.  Measured
+            # at depth 1 on the simulator: 13 us less at zero service time.
+            if self._inflight == 0 and self._submit_one(op, target, block=False):
+                return
             batch = self._loop_batches[loop] = []
             loop.call_soon(self._flush_loop, loop)
         batch.append((op, target))

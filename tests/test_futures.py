@@ -83,6 +83,24 @@ async def test_sign_async(backend, ec_keys, rsa_keys):
 
 
 @pytest.mark.asyncio
+async def test_lone_sign_async_on_a_full_device_never_blocks_the_loop(ec_keys):
+    """A lone sign_async (its engine has nothing in flight) that finds every device slot taken by another engine is
+    queued for the loop's retry, not waited for in the call; both engines' signatures verify."""
+    import qatpy
+
+    pub = ec_keys["secp256r1"].public_key()
+    with qatpy.Engine("sim", max_requests=2, sim={"latency_ns": 400_000_000}) as busy:
+        held = [busy.wrap_key(ec_keys["secp256r1"]).sign_future(b"held%d" % i, ECDSA) for i in range(2)]
+        with qatpy.Engine("sim") as eng:
+            key = eng.wrap_key(ec_keys["secp256r1"])
+            fut = key.sign_async(b"lone", ECDSA)
+            assert not any(f.done() for f in held)  # the call did not wait for a slot
+            pub.verify(await fut, b"lone", ECDSA)
+        for i, f in enumerate(held):
+            pub.verify(f.result(timeout=10), b"held%d" % i, ECDSA)
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("backend", ["software", "sim"])
 async def test_sign_many_async(backend, ec_keys):
     """sign_many_async resolves to verified signatures in order."""
