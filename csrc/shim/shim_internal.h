@@ -150,6 +150,8 @@ struct qps_mont {
     size_t k;          /* 64-bit limbs of n */
     uint64_t n0;       /* -n^-1 mod 2^64 */
     uint64_t *n, *rr;  /* n and R^2 mod n (R = 2^(64k)), little-endian limbs */
+    void *bn_n;        /* libcrypto's BIGNUM of n, or NULL (portable code only) */
+    void *bn_mont;     /* libcrypto's BN_MONT_CTX of n, or NULL */
     uint64_t limbs[];
 };
 /* NULL if n is zero, even, or longer than QATPY_MAX_RESULT bytes (or no memory). */
@@ -159,6 +161,12 @@ void qps_mont_free(struct qps_mont *m);
  * short for n.  Variable time: public values only. */
 int qps_mont_modexp(const struct qps_mont *m, const uint8_t *x, size_t x_len, const uint8_t *e,
                     size_t e_len, uint8_t *out, size_t out_len);
+/* The same on our portable Montgomery code only (the test driver checks one
+ * against the other; qps_mont_modexp uses libcrypto's when it could load it). */
+int qps_mont_modexp_portable(const struct qps_mont *m, const uint8_t *x, size_t x_len,
+                             const uint8_t *e, size_t e_len, uint8_t *out, size_t out_len);
+/* True when qps_mont_modexp runs on libcrypto's bignum code. */
+bool qps_mont_uses_libcrypto(const struct qps_mont *m);
 /* sig^e mod n == em, both len bytes (the modulus length). */
 bool qps_rsa_verify_block(const struct qps_mont *m, const uint8_t *e, size_t e_len,
                           const uint8_t *sig, const uint8_t *em, size_t len);

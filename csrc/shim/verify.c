@@ -11,11 +11,104 @@
  * and 2 multiplications plus the conversions in and out of Montgomery form.
  * The per-key context (limbs of n, -n^-1 mod 2^64, R^2 mod n) is built once
  * when the key is created.
+ *
+ * Where the process can load libcrypto.so.3 (OpenSSL 3, present wherever
+ * Python's ssl module works), the exponentiation runs on its bignum code
+ * instead: its assembly multiplies about twice as fast (RSA-2048 check: 36 us
+ * portable, about 18 us libcrypto, on our 2-vCPU VM; test_verify --bench),
+ * and the check runs on the poll thread for every RSA answer.  The functions
+ * are resolved once by name with dlsym; nothing links against libcrypto, and
+ * any missing function or failing call leaves the portable code to do it.
  */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "shim_internal.h"
+
+/* ---- libcrypto's bignum, resolved at run time --------------------------- */
+
+/* The OpenSSL 3 functions used, with their documented signatures (BIGNUM,
+ * BN_CTX and BN_MONT_CTX are opaque to callers, so void * stands for them). */
+static struct {
+    void *(*bin2bn)(const unsigned char *s, int len, void *ret);
+    int (*bn2binpad)(const void *a, unsigned char *to, int tolen);
+    void *(*bn_new)(void);
+    void (*bn_free)(void *a);
+    void *(*ctx_new)(void);
+    void (*ctx_free)(void *c);
+    void *(*mont_new)(void);
+    int (*mont_set)(void *mont, const void *mod, void *ctx);
+    void (*mont_free)(void *mont);
+    int (*mod_exp_mont)(void *r, const void *a, const void *p, const void *m, void *ctx,
+                        void *mont);
+} bn;
+static bool bn_ok;
+static pthread_once_t bn_once = PTHREAD_ONCE_INIT;
+
+#define BN_SYM(field, name)                                                                        \
+    do {                                                                                           \
+        void *f_ = dlsym(h, name);                                                                 \
+        if (!f_)                                                                                   \
+            return;                                                                                \
+        memcpy(&bn.field, &f_, sizeof f_);                                                         \
+    } while (0)
+
+static void bn_load(void)
+{
+    /* Never dlclosed: keys made later keep using the functions. */
+    void *h = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        return;
+    BN_SYM(bin2bn, "BN_bin2bn");
+    BN_SYM(bn2binpad, "BN_bn2binpad");
+    BN_SYM(bn_new, "BN_new");
+    BN_SYM(bn_free, "BN_free");
+    BN_SYM(ctx_new, "BN_CTX_new");
+    BN_SYM(ctx_free, "BN_CTX_free");
+    BN_SYM(mont_new, "BN_MONT_CTX_new");
+    BN_SYM(mont_set, "BN_MONT_CTX_set");
+    BN_SYM(mont_free, "BN_MONT_CTX_free");
+    BN_SYM(mod_exp_mont, "BN_mod_exp_mont");
+    bn_ok = true;
+}
+
+/* n and its Montgomery context in libcrypto's form, or both left NULL. */
+static void bn_attach(struct qps_mont *m, const uint8_t *n, size_t n_len)
+{
+    pthread_once(&bn_once, bn_load);
+    if (!bn_ok)
+        return;
+    void *bn_n = bn.bin2bn(n, (int)n_len, NULL);
+    void *mont = bn.mont_new();
+    void *ctx = bn.ctx_new();
+    if (bn_n && mont && ctx && bn.mont_set(mont, bn_n, ctx) == 1) {
+        m->bn_n = bn_n;
+        m->bn_mont = mont;
+        bn_n = mont = NULL;
+    }
+    bn.ctx_free(ctx);
+    bn.mont_free(mont);
+    bn.bn_free(bn_n);
+}
+
+/* x^e mod n with libcrypto into out (out_len bytes); false if any step failed. */
+static bool bn_modexp(const struct qps_mont *m, const uint8_t *x, size_t x_len, const uint8_t *e,
+                      size_t e_len, uint8_t *out, size_t out_len)
+{
+    void *ctx = bn.ctx_new();
+    void *bx = bn.bin2bn(x, (int)x_len, NULL);
+    void *be = bn.bin2bn(e, (int)e_len, NULL);
+    void *r = bn.bn_new();
+    bool ok = ctx && bx && be && r && bn.mod_exp_mont(r, bx, be, m->bn_n, ctx, m->bn_mont) == 1 &&
+              bn.bn2binpad(r, out, (int)out_len) == (int)out_len;
+    bn.bn_free(r);
+    bn.bn_free(be);
+    bn.bn_free(bx);
+    bn.ctx_free(ctx);
+    return ok;
+}
 
 typedef unsigned __int128 u128;
 
@@ -104,6 +197,7 @@ struct qps_mont *qps_mont_new(const uint8_t *n, size_t n_len)
     m->rr = m->limbs + k;
     limbs_from_be(m->n, k, n, n_len);
     m->n0 = neg_inv64(m->n[0]);
+    bn_attach(m, n, n_len);
     /* R^2 mod n, R = 2^(64k): start from 1 and double 2 * 64k times mod n.
      * One-time per key (~0.1 ms for 2048 bits). */
     uint64_t *x = m->rr;
@@ -119,10 +213,40 @@ struct qps_mont *qps_mont_new(const uint8_t *n, size_t n_len)
     return m;
 }
 
-void qps_mont_free(struct qps_mont *m) { free(m); }
+void qps_mont_free(struct qps_mont *m)
+{
+    if (!m)
+        return;
+    if (m->bn_mont)
+        bn.mont_free(m->bn_mont);
+    if (m->bn_n)
+        bn.bn_free(m->bn_n);
+    free(m);
+}
+
+bool qps_mont_uses_libcrypto(const struct qps_mont *m) { return m && m->bn_mont; }
 
 int qps_mont_modexp(const struct qps_mont *m, const uint8_t *x, size_t x_len, const uint8_t *e,
                     size_t e_len, uint8_t *out, size_t out_len)
+{
+    if (m->bn_mont) {
+        /* The same argument checks as the portable code, then libcrypto. */
+        const uint8_t *xs = x, *es = e;
+        size_t xl = qps_be_strip(&xs, x_len), el = qps_be_strip(&es, e_len);
+        uint64_t xv[QATPY_MAX_RESULT / 8];
+        if (xl > 8 * m->k || out_len < 8 * m->k - 7 || out_len > QATPY_MAX_RESULT)
+            return -1;
+        limbs_from_be(xv, m->k, xs, xl);
+        if (limbs_ge(xv, m->n, m->k))
+            return -1;
+        if (el > 0 && bn_modexp(m, xs, xl, es, el, out, out_len))
+            return 0;
+    }
+    return qps_mont_modexp_portable(m, x, x_len, e, e_len, out, out_len);
+}
+
+int qps_mont_modexp_portable(const struct qps_mont *m, const uint8_t *x, size_t x_len,
+                             const uint8_t *e, size_t e_len, uint8_t *out, size_t out_len)
 {
     enum { KMAX = QATPY_MAX_RESULT / 8 };
     size_t k = m->k;
