@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -200,21 +201,32 @@ class Delivery:
         self.device.event_clear()
         self.drain()
 
-    def _unwatch_loops(self) -> None:
+    def _unwatch_loops(self, timeout: float) -> None:
+        """Take the eventfd's reader off every watching loop before the
+        device (and with it the fd) goes: a reader left behind would watch
+        whatever the process opens next under that fd number.  A running
+        loop of another thread removes it on its own thread; this waits for
+        that (at most `timeout` seconds)."""
         fd = self._event_fd
         with self._loops_lock:
             self._unwatched = True
             loops, self.loops = list(self.loops), weakref.WeakSet()
+        removed: list[threading.Event] = []
         for loop in loops:
             if loop.is_closed():
                 continue
             try:
-                if asyncio._get_running_loop() is loop:
-                    loop.remove_reader(fd)
+                if asyncio._get_running_loop() is loop or not loop.is_running():
+                    loop.remove_reader(fd)  # nothing selects on it meanwhile
                 else:
-                    loop.call_soon_threadsafe(loop.remove_reader, fd)
-            except RuntimeError:
+                    done = threading.Event()
+                    loop.call_soon_threadsafe(_remove_reader, loop, fd, done)
+                    removed.append(done)
+            except RuntimeError:  # closed meanwhile
                 pass
+        end = time.monotonic() + timeout
+        for done in removed:
+            done.wait(max(0.0, end - time.monotonic()))
 
     # -- shutdown -------------------------------------------------------------
     def stop(self, shutdown_device: Any, callback_timeout: float) -> None:
@@ -222,7 +234,7 @@ class Delivery:
         device down (`shutdown_device()`, which completes what is left as
         CLOSED), stop the completion thread, take the last completions and
         run the last deferred callbacks."""
-        self._unwatch_loops()
+        self._unwatch_loops(min(1.0, callback_timeout))
         shutdown_device()
         self.stopping = True
         # stop() may run inside a done-callback on the completion thread
@@ -237,3 +249,10 @@ class Delivery:
         """Let the callback thread run what is queued, then end; a later
         defer() runs its callbacks itself."""
         self._callbacks.stop(timeout)
+
+
+def _remove_reader(loop: asyncio.AbstractEventLoop, fd: int, done: threading.Event) -> None:
+    try:
+        loop.remove_reader(fd)
+    finally:
+        done.set()

@@ -210,3 +210,22 @@ def test_a_loop_arriving_while_the_device_shuts_down_watches_nothing(ec_keys):
     device.shutdown = shutdown_with_a_loop_arriving  # type: ignore[method-assign]
     eng.close()
     assert watched == [False]
+
+
+def test_a_stopped_loop_keeps_no_reader_on_the_freed_eventfd(ec_keys):
+    """Closing the last engine takes the eventfd's reader off a loop that is not running (its fd number is reused)."""
+    loop = asyncio.new_event_loop()
+    try:
+        eng = qatpy.Engine("sim")
+        key = eng.wrap_key(ec_keys["secp256r1"])
+
+        async def one() -> bytes:
+            return await key.sign_async(b"m", ECDSA)
+
+        sig = loop.run_until_complete(one())
+        ec_keys["secp256r1"].public_key().verify(sig, b"m", ECDSA)
+        fd = eng._ops.primary._delivery._event_fd
+        eng.close()
+        assert loop.remove_reader(fd) is False  # no reader was left on it
+    finally:
+        loop.close()
