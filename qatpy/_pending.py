@@ -48,10 +48,11 @@ class PendingTable:
         #: Notified when an owner's in-flight count or its submitters reach zero.
         self.changed = threading.Condition(self.lock)
         self.requests: dict[int, Request] = {}
-        #: Threads of any owner inside a device call that uses the device
-        #: pointer (a submit, a key copy); the session frees the device only
-        #: after they have all left.
-        self.submitters = 0
+        #: Thread ident -> the owner whose device call (a submit, a key copy)
+        #: that thread is inside; the session frees the device only after
+        #: they have all left.  Per thread, not a count: calls never nest on
+        #: one thread, and a stale entry (see QatBackend._leave) is replaced.
+        self.inside: dict[int, Any] = {}
         self._ids = itertools.count(1)
 
     def next_id(self) -> int:

@@ -107,7 +107,6 @@ class QatBackend:
         self._completed = 0
         self._failed = 0
         self._inflight = 0
-        self._active = 0  # threads inside a submit (they hold key handles)
         self._closed = False
         # id(qatpy key object) -> its device copy (None: the device cannot
         # take it); entries leave with the key (weakref.finalize).
@@ -189,8 +188,7 @@ class QatBackend:
             with self._pending.lock:
                 if self._closed:
                     raise EngineClosedError("engine is closed")
-                self._active += 1
-                self._pending.submitters += 1
+                self._pending.inside[threading.get_ident()] = self
                 registered = True  # the last store under the lock: see _leave
             return self._device_key(key)
         finally:
@@ -249,8 +247,7 @@ class QatBackend:
                     raise EngineClosedError("engine is closed")
                 self._submitted += 1
                 self._inflight += 1
-                self._active += 1
-                pending.submitters += 1
+                pending.inside[threading.get_ident()] = self
                 registered = True  # the last store under the lock: see _leave
             handle = self._handles[id(op.owner)]
             assert handle is not None  # accepts() said yes before any sign
@@ -314,8 +311,7 @@ class QatBackend:
                 pending.requests[rid] = Request(target, 1, self, op)
                 self._inflight += 1
                 self._submitted += 1
-                self._active += 1
-                pending.submitters += 1
+                pending.inside[threading.get_ident()] = self
                 registered = True  # the last store under the lock: see _leave
             dev = self._device
             handle = self._handles[id(op.owner)]
@@ -436,8 +432,7 @@ class QatBackend:
                 pending.requests[rid] = Request(target, n, self, op)
                 self._inflight += n
                 self._submitted += n
-                self._active += 1
-                pending.submitters += 1
+                pending.inside[threading.get_ident()] = self
                 registered = True  # the last store under the lock: see _leave
             handle = self._handles[id(op.owner)]
             assert handle is not None  # accepts() said yes before any submit
@@ -509,24 +504,30 @@ class QatBackend:
         return n
 
     # Threads that use the device pointer (submits, sign_wait, key copies)
-    # register under the table's lock (_active, pending.submitters); close()
-    # waits for this engine's, and the session frees the device only after
-    # every engine's have left, so none calls into a freed device whatever
-    # close's timeout.  Each registers inside its try, with a flag stored
-    # last under the lock, so an exception from a signal handler at any
-    # point either finds it unregistered or is undone by its finally.
+    # register under the table's lock, as pending.inside[their ident];
+    # close() waits for this engine's, and the session frees the device only
+    # after every engine's have left, so none calls into a freed device
+    # whatever close's timeout.  Each registers inside its try, with a flag
+    # stored last under the lock, and leaves in its finally.  An exception
+    # from a signal handler (main thread only) can still land between the
+    # two, after a call in the finally: the entry is per thread, so such a
+    # stale entry is replaced by that thread's next call, and the thread
+    # that closes never waits for its own.
     def _leave(self) -> None:
         with self._pending.lock:
             self._left_locked()
 
     def _left_locked(self) -> None:
         pending = self._pending
-        self._active -= 1
-        pending.submitters -= 1
-        # The session's release waits for the sum over engines; all of them
-        # are closed then, so the last one out passes here.
-        if self._active == 0 and self._closed:
+        pending.inside.pop(threading.get_ident(), None)
+        if self._closed:  # close() or the session's release may be waiting for it
             pending.changed.notify_all()
+
+    def _others_inside(self) -> bool:
+        """Under the table's lock: another thread is inside a call of this
+        engine that uses the device pointer."""
+        me = threading.get_ident()
+        return any(b is self and t != me for t, b in self._pending.inside.items())
 
     def _forget(self, rid: int, count: int) -> None:
         """Take `count` operations of request `rid` out of the pending table
@@ -617,7 +618,7 @@ class QatBackend:
         # leave within a poll step; should one not by the deadline, its key
         # handles are left to their keys' finalizers rather than freed under it.
         with pending.lock:
-            while self._active and time.monotonic() < deadline:
+            while self._others_inside() and time.monotonic() < deadline:
                 pending.changed.wait(min(0.05, max(0.0, deadline - time.monotonic())))
         left: list[Item] = []
         with pending.lock:
@@ -633,7 +634,7 @@ class QatBackend:
         # still inside see it at once) and waits for them before freeing it.
         self._session.release(deadline)
         with pending.lock:
-            submitters_left = self._active > 0
+            submitters_left = self._others_inside()
         if submitters_left:
             log.debug("qatpy: %s: a submitting thread is still inside; its keys go with their finalizers", self.name)
         else:

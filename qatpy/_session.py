@@ -55,10 +55,15 @@ class DeviceSession:
             # Submitting threads of closed engines see the shutdown at once
             # and leave; none may be inside a call when the memory goes.
             end = time.monotonic() + max(1.0, deadline - time.monotonic())
+            me = threading.get_ident()  # never inside a submit while it closes
+
+            def others() -> bool:
+                return any(t != me for t in self.pending.inside)
+
             with self.pending.lock:
-                while self.pending.submitters and time.monotonic() < end:
+                while others() and time.monotonic() < end:
                     self.pending.changed.wait(max(0.0, end - time.monotonic()))
-                busy = self.pending.submitters > 0
+                busy = others()
             if busy or not self.device.free(max(0.0, end - time.monotonic())):
                 log.warning("qatpy: the device was left allocated: a thread was still inside it at close")
             elif self.is_sim:

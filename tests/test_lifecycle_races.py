@@ -184,7 +184,7 @@ def test_interrupt_at_a_submit_s_first_step_leaves_nothing_owed(ec_keys, monkeyp
             key.sign(b"x", ECDSA)
     assert not armed[0]
     backend = eng._ops.primary
-    assert (backend._inflight, backend._active, backend._pending.submitters) == (0, 0, 0)
+    assert (backend._inflight, backend._pending.inside) == (0, {})
     eng.close(timeout=3)
     assert eng.stats()["inflight"] == 0
     assert not [r for r in caplog.records if "left allocated" in r.getMessage()]
@@ -229,3 +229,32 @@ def test_a_stopped_loop_keeps_no_reader_on_the_freed_eventfd(ec_keys):
         assert loop.remove_reader(fd) is False  # no reader was left on it
     finally:
         loop.close()
+
+
+def test_an_interrupt_inside_a_submit_s_exit_does_not_keep_the_device(ec_keys, monkeypatch, caplog):
+    """A KeyboardInterrupt landing in a submit's exit (after it registered) cannot keep close from freeing the device."""
+    from qatpy import _qat
+
+    real_left = _qat.QatBackend._left_locked
+    armed = [True]
+
+    def interrupted_left(self: Any) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt  # lands before the entry is taken out
+        real_left(self)
+
+    eng = qatpy.Engine("sim")
+    key = eng.wrap_key(ec_keys["secp256r1"])
+    monkeypatch.setattr(_qat.QatBackend, "_left_locked", interrupted_left)
+    with pytest.raises(KeyboardInterrupt):
+        key.sign(b"x", ECDSA)
+    backend = eng._ops.primary
+    assert list(backend._pending.inside.values()) == [backend]  # this thread's stale entry
+    ec_keys["secp256r1"].public_key().verify(key.sign(b"y", ECDSA), b"y", ECDSA)  # replaced, then left
+    with pytest.raises(KeyboardInterrupt):
+        armed[0] = True
+        key.sign(b"z", ECDSA)
+    eng.close(timeout=2)  # from the thread whose entry is stale: it is not waited for
+    assert backend._session.device._ptr is None
+    assert not [r for r in caplog.records if "left allocated" in r.getMessage()]
