@@ -203,6 +203,12 @@ class Device:
         rc: int = self._lib.qatpy_submit_ecdsa(self._ptr, key._ptr, digest, len(digest), tag)
         return rc
 
+    def submit_driven(self, key: Key, op: int, encoding: int, hash_id: int, data: bytes, tag: int) -> int:
+        """submit_rsa/submit_ecdsa for an event loop that polls for its
+        request itself when it is alone (drive_fd, drive_tick)."""
+        rc: int = self._lib.qatpy_submit_driven(self._ptr, key._ptr, op, encoding, hash_id, data, len(data), tag)
+        return rc
+
     def submit_rsa_many(
         self, key: Key, encoding: int, hash_id: int, inputs: bytes, input_len: int, n: int, tag0: int
     ) -> tuple[int, int]:
@@ -320,6 +326,14 @@ class Device:
 
     def event_clear(self) -> None:
         self._guarded(None, self._m.lib.qatpy_event_clear)
+
+    def drive_fd(self) -> int:
+        return int(self._m.lib.qatpy_drive_fd(self._ptr))
+
+    def drive_tick(self) -> int:
+        """One look at the device for driven requests; > 0: answers went to
+        the ring unannounced, and the caller drains at once."""
+        return int(self._guarded(-1, self._m.lib.qatpy_drive_tick))
 
     def poll(self) -> int:
         return int(self._guarded(0, self._m.lib.qatpy_poll))

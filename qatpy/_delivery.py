@@ -54,6 +54,10 @@ class Delivery:
         # The shim's eventfd, read once while the device is certainly alive
         # (it lives as long as the device; loops never call into it for this).
         self._event_fd = -1 if manual else device.event_fd()
+        # The fd a loop watches to poll for its own lone request (the shim's
+        # drive.c): readable when the device signals, or in timer mode when
+        # the poll delay has passed.  Same lifetime as the eventfd.
+        self._drive_fd = -1 if manual else device.drive_fd()
         self.thread: threading.Thread | None = None
         # Done-callbacks of futures resolved by a caller's drain (see
         # deliver()) run here, on a thread started when first needed.
@@ -194,6 +198,7 @@ class Delivery:
         # On the loop's own thread (the caller is in it): a removal that
         # _unwatch_loops schedules on this loop runs after this.
         loop.add_reader(self._event_fd, self._on_readable)
+        loop.add_reader(self._drive_fd, self._on_drive)
 
     def _on_readable(self) -> None:
         # Clear before draining: a completion pushed after the clear re-arms
@@ -201,13 +206,19 @@ class Delivery:
         self.device.event_clear()
         self.drain()
 
+    def _on_drive(self) -> None:
+        # A driven request may have its answer: look (the shim polls the
+        # device and clears the eventfd when it found answers), then drain.
+        if self.device.drive_tick() > 0:
+            self.drain()
+
     def _unwatch_loops(self, timeout: float) -> None:
         """Take the eventfd's reader off every watching loop before the
         device (and with it the fd) goes: a reader left behind would watch
         whatever the process opens next under that fd number.  A running
         loop of another thread removes it on its own thread; this waits for
         that (at most `timeout` seconds)."""
-        fd = self._event_fd
+        fds = (self._event_fd, self._drive_fd)
         with self._loops_lock:
             self._unwatched = True
             loops, self.loops = list(self.loops), weakref.WeakSet()
@@ -217,10 +228,11 @@ class Delivery:
                 continue
             try:
                 if asyncio._get_running_loop() is loop or not loop.is_running():
-                    loop.remove_reader(fd)  # nothing selects on it meanwhile
+                    for fd in fds:
+                        loop.remove_reader(fd)  # nothing selects on it meanwhile
                 else:
                     done = threading.Event()
-                    loop.call_soon_threadsafe(_remove_reader, loop, fd, done)
+                    loop.call_soon_threadsafe(_remove_readers, loop, fds, done)
                     removed.append(done)
             except RuntimeError:  # closed meanwhile
                 pass
@@ -251,8 +263,9 @@ class Delivery:
         self._callbacks.stop(timeout)
 
 
-def _remove_reader(loop: asyncio.AbstractEventLoop, fd: int, done: threading.Event) -> None:
+def _remove_readers(loop: asyncio.AbstractEventLoop, fds: tuple[int, ...], done: threading.Event) -> None:
     try:
-        loop.remove_reader(fd)
+        for fd in fds:
+            loop.remove_reader(fd)
     finally:
         done.set()

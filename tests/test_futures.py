@@ -101,6 +101,110 @@ async def test_lone_sign_async_on_a_full_device_never_blocks_the_loop(ec_keys):
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["timer", "event", "busy"])
+async def test_lone_sign_async_is_polled_by_its_own_loop(mode, ec_keys, rsa_keys):
+    """In timer and event mode a lone sign_async is polled for by its loop (no poll-thread hop); busy mode leaves it to
+    the spinning poll thread; every signature verifies, RSA byte for byte."""
+    import qatpy
+
+    rsa = rsa_keys[2048]
+    with qatpy.Engine("sim", poll_mode=mode, sim={"latency_ns": 200_000}) as eng:
+        ek, rk = eng.wrap_key(ec_keys["secp256r1"]), eng.wrap_key(rsa)
+        for i in range(10):
+            msg = b"lone %d" % i
+            ec_keys["secp256r1"].public_key().verify(await ek.sign_async(msg, ECDSA), msg, ECDSA)
+            assert await rk.sign_async(msg, *PKCS) == rsa.sign(msg, *PKCS)
+        dev = eng.stats()["device"]
+        assert dev["completed_ok"] == 20
+        assert dev["driven"] == (0 if mode == "busy" else 20)
+
+
+def test_a_driven_request_is_answered_when_its_loop_stops_polling(ec_keys):
+    """A lone sign_async whose loop stops running before the answer still completes on the device (the poll threads
+    probe it) and resolves when the loop runs again."""
+    import qatpy
+
+    loop = asyncio.new_event_loop()
+    try:
+        with qatpy.Engine("sim", poll_mode="event", sim={"latency_ns": 2_000_000}) as eng:
+            key = eng.wrap_key(ec_keys["secp256r1"])
+
+            async def start() -> asyncio.Future[bytes]:
+                return key.sign_async(b"left", ECDSA)
+
+            fut = loop.run_until_complete(start())  # the loop stops; its request is on the device
+            assert eng.stats()["device"]["driven"] == 1
+            end = time.monotonic() + 10
+            while eng.stats()["device"]["completed"] < 1 and time.monotonic() < end:
+                time.sleep(0.005)
+            assert eng.stats()["device"]["completed"] == 1  # answered with no loop polling for it
+            sig = loop.run_until_complete(asyncio.wait_for(fut, 10))
+            ec_keys["secp256r1"].public_key().verify(sig, b"left", ECDSA)
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("mode", ["timer", "event"])
+def test_a_driven_request_whose_answer_is_lost_meets_its_deadline(mode, ec_keys):
+    """A lone sign_async whose answer never comes fails with DeadlineExceededError (fallback='never') even while its
+    loop waits and nothing else completes; a later one succeeds."""
+    import qatpy
+
+    pub = ec_keys["secp256r1"].public_key()
+    with qatpy.Engine(
+        "sim", poll_mode=mode, fallback="never", deadline=0.2, sim={"fault.lost.next": 1, "heartbeat": 0}
+    ) as eng:
+        key = eng.wrap_key(ec_keys["secp256r1"])
+
+        async def two() -> bytes:
+            with pytest.raises(qatpy.DeadlineExceededError):
+                await asyncio.wait_for(key.sign_async(b"lost", ECDSA), 30)
+            return await asyncio.wait_for(key.sign_async(b"next", ECDSA), 30)
+
+        pub.verify(asyncio.run(two()), b"next", ECDSA)
+        dev = eng.stats()["device"]
+        assert dev["driven"] >= 1 and dev["timeouts"] == 1
+
+
+@pytest.mark.parametrize("mode", ["timer", "event"])
+def test_loop_driving_and_threaded_work_share_a_device(mode, ec_keys):
+    """A loop signing one request at a time and threads streaming sign_future on one device all complete and verify:
+    a driven request becomes the poll threads' work once anything else is in flight."""
+    import qatpy
+
+    pub = ec_keys["secp256r1"].public_key()
+    with qatpy.Engine("sim", poll_mode=mode, sim={"latency_ns": 100_000}) as eng:
+        key = eng.wrap_key(ec_keys["secp256r1"])
+        bad: list[bytes] = []
+
+        def stream(t: int) -> None:
+            for i in range(150):
+                msg = b"t%d-%d" % (t, i)
+                futs = [key.sign_future(msg + b"/%d" % j, ECDSA) for j in range(3)]
+                for j, f in enumerate(futs):
+                    try:
+                        pub.verify(f.result(timeout=30), msg + b"/%d" % j, ECDSA)
+                    except Exception:
+                        bad.append(msg)
+
+        async def lone() -> int:
+            for i in range(300):
+                msg = b"loop-%d" % i
+                pub.verify(await asyncio.wait_for(key.sign_async(msg, ECDSA), 30), msg, ECDSA)
+            return 300
+
+        threads = [threading.Thread(target=stream, args=(t,)) for t in range(2)]
+        for th in threads:
+            th.start()
+        assert asyncio.run(lone()) == 300
+        for th in threads:
+            th.join(60)
+        assert not bad and not any(th.is_alive() for th in threads)
+        dev = eng.stats()["device"]
+        assert dev["completed_ok"] == dev["submitted"] == 300 + 2 * 150 * 3
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("backend", ["software", "sim"])
 async def test_sign_many_async(backend, ec_keys):
     """sign_many_async resolves to verified signatures in order."""

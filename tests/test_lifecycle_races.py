@@ -213,7 +213,7 @@ def test_a_loop_arriving_while_the_device_shuts_down_watches_nothing(ec_keys):
 
 
 def test_a_stopped_loop_keeps_no_reader_on_the_freed_eventfd(ec_keys):
-    """Closing the last engine takes the eventfd's reader off a loop that is not running (its fd number is reused)."""
+    """Closing the last engine takes the eventfd's and the drive fd's readers off a loop that is not running."""
     loop = asyncio.new_event_loop()
     try:
         eng = qatpy.Engine("sim")
@@ -224,9 +224,11 @@ def test_a_stopped_loop_keeps_no_reader_on_the_freed_eventfd(ec_keys):
 
         sig = loop.run_until_complete(one())
         ec_keys["secp256r1"].public_key().verify(sig, b"m", ECDSA)
-        fd = eng._ops.primary._delivery._event_fd
+        delivery = eng._ops.primary._delivery
+        fds = (delivery._event_fd, delivery._drive_fd)
         eng.close()
-        assert loop.remove_reader(fd) is False  # no reader was left on it
+        for fd in fds:  # their numbers are reused once the device is gone
+            assert loop.remove_reader(fd) is False  # no reader was left on it
     finally:
         loop.close()
 

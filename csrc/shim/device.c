@@ -108,6 +108,7 @@ static void dev_release_resources(struct qatpy_device *dev)
     if (dev->efd >= 0)
         close(dev->efd);
     dev->efd = -1;
+    qps_drive_close(dev);
 }
 
 /* The struct itself: freed when the owner and every key let go. */
@@ -115,6 +116,7 @@ void qps_dev_unref(struct qatpy_device *dev)
 {
     if (atomic_fetch_sub(&dev->refs, 1) != 1)
         return;
+    pthread_mutex_destroy(&dev->drive_lock);
     pthread_mutex_destroy(&dev->state_lock);
     pthread_mutex_destroy(&dev->slot_lock);
     pthread_mutex_destroy(&dev->pend_lock);
@@ -133,6 +135,9 @@ static struct qatpy_device *dev_new(void)
     atomic_init(&dev->refs, 1);
     atomic_init(&dev->submit_cpu, -1); /* no submit yet */
     dev->efd = -1;
+    dev->drive_epfd = -1;
+    dev->drive_tfd = -1;
+    pthread_mutex_init(&dev->drive_lock, NULL);
     pthread_mutex_init(&dev->state_lock, NULL);
     pthread_mutex_init(&dev->slot_lock, NULL);
     pthread_mutex_init(&dev->pend_lock, NULL);
@@ -178,6 +183,9 @@ static int dev_start(struct qatpy_device *dev, const qatpy_config *cfg, char *er
         qps_setup_event_mode(dev);
     else
         atomic_store(&dev->poll_mode, dev->requested_mode);
+    rc = qps_drive_open(dev, err, errlen); /* after the event fds exist */
+    if (rc != QATPY_OK)
+        return rc;
 
     if (atomic_load(&dev->poll_mode) != QATPY_POLL_MANUAL) {
         rc = qps_start_threads(dev, err, errlen);

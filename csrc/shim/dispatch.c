@@ -235,7 +235,7 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
     uint8_t *buf = req->buf;
     bool has_deadline = req->deadline != 0;
     /* A waiter that polls for itself needs no poll thread (wait.c). */
-    bool driven = req->waiter && req->waiter->drives;
+    bool driven = (req->waiter && req->waiter->drives) || req->driven;
     CpaStatus st;
 
     atomic_store(&req->state, QPS_SLOT_ONDEV);
@@ -359,6 +359,7 @@ void qps_submit_or_queue(struct qatpy_device *dev, struct qps_req *req, bool fro
         if (r == QPS_D_OK || r == QPS_D_DONE)
             return;
     }
+    qps_undrive(dev, req); /* queued: the poll threads dispatch it */
     pend_push(dev, req, front);
     /* The pollers take queued work after their next poll; wake parked ones. */
     qps_wake_all(dev);

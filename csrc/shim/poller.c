@@ -52,9 +52,7 @@
 static bool inst_has_work(struct qps_inst *inst)
 {
     struct qatpy_device *dev = inst->dev;
-    uint32_t drivers = atomic_load(&dev->drivers);
-    if (drivers && atomic_load(&dev->inflight_total) + atomic_load(&dev->pend_count) <= drivers &&
-        atomic_load(&inst->redo_count) == 0)
+    if (qps_self_polled(dev) && !qps_others_work(dev) && atomic_load(&inst->redo_count) == 0)
         return false;
     return atomic_load(&inst->inflight) > atomic_load(&inst->zombies) ||
            atomic_load(&inst->redo_count) > 0 || atomic_load(&dev->pend_count) > 0;

@@ -128,6 +128,7 @@ typedef struct {
     uint64_t fast_fails;         /* completed QATPY_ST_UNAVAILABLE at once */
     uint32_t heartbeat_unsupported; /* 1: the library has no heartbeat here (not asked again) */
     uint64_t ecdsa_checks;       /* ECDSA results the device gave a verdict on (verify_ecdsa) */
+    uint64_t driven;             /* requests an event loop polled for itself (qatpy_submit_driven) */
 } qatpy_stats_t;
 
 /* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
@@ -216,6 +217,26 @@ uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns);
  * add_reader).  The drainer must call qatpy_event_clear before draining. */
 int qatpy_event_fd(qatpy_device *dev);
 void qatpy_event_clear(qatpy_device *dev);
+/* An event loop's own polling: the latency path of a lone asynchronous
+ * request (asyncio's sign_async), which then crosses one wake-up instead of
+ * two.  qatpy_submit_driven queues like qatpy_submit_rsa/_ecdsa (op and
+ * inputs as qatpy_sign_wait) and, when nothing else is in flight and the
+ * poll mode is TIMER or EVENT, leaves the request to the caller's polling:
+ * no poll thread is woken for it.  The caller watches qatpy_drive_fd (an
+ * epoll fd: readable when an instance's event fd fires, or in TIMER mode
+ * when the poll delay since the last look has passed) and calls
+ * qatpy_drive_tick when it is readable; the answer goes to the ring like
+ * any other.  A caller that stops polling costs latency, never the answer:
+ * qatpy_wait_unclaimed looks at the device for it whenever its wait times
+ * out with driven requests in flight.
+ * qatpy_drive_tick returns the responses it processed, or -1 once the device
+ * is closing; when it returns > 0 the caller must drain at once: the
+ * completions it pushed announce themselves neither on the eventfd nor to
+ * qatpy_wait (a completion thread finds them within its 50 ms bound). */
+int qatpy_submit_driven(qatpy_device *dev, qatpy_key *key, int op, int encoding, int hash_id,
+                        const uint8_t *input, size_t input_len, uint64_t tag);
+int qatpy_drive_fd(qatpy_device *dev);
+int qatpy_drive_tick(qatpy_device *dev);
 /* MANUAL mode: poll every instance once; returns responses processed. */
 int qatpy_poll(qatpy_device *dev);
 

@@ -21,13 +21,22 @@
  * empty -> non-empty transition that writes the eventfd again.  So no
  * wake-up is lost; at worst a drain finds nothing.
  */
+/* Set while an event loop's look at the device (qatpy_drive_tick) runs on
+ * this thread: its caller drains the ring right after, so what it pushes
+ * does not wake the completion thread (across CPUs, for nothing) nor write
+ * the eventfd.  Threads blocked in qatpy_wait for a result are still woken.
+ * Should that drain not happen, the completion thread's bounded wait still
+ * finds the entries (the binding's completion loop wakes every 50 ms). */
+_Thread_local bool qps_tl_drains_next;
+
 /* Under ring_lock: after entries were appended, publish them and wake. */
 static void ring_publish_locked(struct qatpy_device *dev, bool was_empty, uint32_t n)
 {
     atomic_fetch_add(&dev->seq, n);
-    if (dev->ring_waiters)
+    bool quiet = qps_tl_drains_next;
+    if (dev->ring_waiters || (dev->lazy_waiters && !quiet))
         pthread_cond_broadcast(&dev->ring_cond);
-    if (was_empty) {
+    if (was_empty && !quiet) {
         uint64_t one = 1;
         /* Cannot block (EFD_NONBLOCK) and cannot overflow in practice. */
         while (write(dev->efd, &one, sizeof one) < 0 && errno == EINTR) {
@@ -67,6 +76,7 @@ void qps_ring_push_list(struct qatpy_device *dev, struct qps_req *list, uint32_t
             qps_waiter_complete(dev, r, false);
             continue;
         }
+        qps_undrive(dev, r);
         atomic_store(&r->state, QPS_SLOT_DONE);
         r->next = NULL;
         *tail = r;
@@ -101,6 +111,7 @@ void qps_ring_push_timeouts(struct qatpy_device *dev, struct qps_req *list, uint
             qps_waiter_complete(dev, r, true);
             continue;
         }
+        qps_undrive(dev, r);
         r->dl_next = NULL;
         *tail = r;
         tail = &r->dl_next;
@@ -210,10 +221,8 @@ const volatile uint64_t *qatpy_completion_seq_addr(qatpy_device *dev)
     return dev ? (const volatile uint64_t *)(const volatile void *)&dev->seq : NULL;
 }
 
-uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns)
+static uint64_t ring_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns, bool lazy)
 {
-    if (!dev)
-        return 0;
     if (timeout_ns == 0 || qps_forked(dev) || atomic_load(&dev->seq) > seen)
         return atomic_load(&dev->seq);
     struct timespec dl;
@@ -226,16 +235,22 @@ uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns)
     pthread_mutex_lock(&dev->ring_lock);
     /* ring_closed: after shutdown nothing more will arrive; do not hang. */
     while (atomic_load(&dev->seq) <= seen && !dev->ring_closed) {
-        dev->ring_waiters++;
+        uint32_t *count = lazy ? &dev->lazy_waiters : &dev->ring_waiters;
+        (*count)++;
         int rc = timeout_ns < 0 ? pthread_cond_wait(&dev->ring_cond, &dev->ring_lock)
                                 : pthread_cond_timedwait(&dev->ring_cond, &dev->ring_lock, &dl);
-        dev->ring_waiters--;
+        (*count)--;
         if (rc == ETIMEDOUT)
             break;
     }
     uint64_t s = atomic_load(&dev->seq);
     pthread_mutex_unlock(&dev->ring_lock);
     return s;
+}
+
+uint64_t qatpy_wait(qatpy_device *dev, uint64_t seen, int64_t timeout_ns)
+{
+    return dev ? ring_wait(dev, seen, timeout_ns, false) : 0;
 }
 
 /* ---- eventfd ------------------------------------------------------------ */
@@ -300,9 +315,17 @@ uint64_t qatpy_wait_unclaimed(qatpy_device *dev, uint64_t seen, int64_t grace_ns
     int64_t start = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
     int64_t left = timeout_ns;
     for (;;) {
-        uint64_t s = qatpy_wait(dev, seen, left);
-        if (s <= seen)
-            return s; /* timed out, or closed with nothing new */
+        uint64_t s = ring_wait(dev, seen, qps_drive_wait_cap(dev, left), true);
+        if (s <= seen) {
+            /* Timed out (or woken early by a driven request's deadline), or
+             * closed, with nothing new.  A request an event loop polls for
+             * itself (drive.c) whose loop stopped looking gets its look
+             * here, deadline check included: latency, never a lost answer.
+             * The caller waits again. */
+            if (atomic_load(&dev->driven) && qps_drive_once(dev) > 0)
+                return atomic_load(&dev->seq);
+            return s;
+        }
         if (grace_ns > 0) {
             struct timespec g = {(time_t)(grace_ns / 1000000000LL), (long)(grace_ns % 1000000000LL)};
             nanosleep(&g, NULL);

@@ -76,6 +76,7 @@ void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out)
     out->poll_mode = (uint32_t)atomic_load(&dev->poll_mode);
     out->verify_failures = atomic_load(&c->verify_failures);
     out->ecdsa_checks = atomic_load(&c->ecdsa_checks);
+    out->driven = atomic_load(&c->driven);
     out->timeouts = atomic_load(&c->timeouts);
     out->late_answers = atomic_load(&c->late_answers);
     out->poller_moves = atomic_load(&c->poller_moves);

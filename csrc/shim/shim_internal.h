@@ -232,6 +232,7 @@ struct qps_req {
     /* A C caller blocked on this request (qatpy_sign_wait): its completion
      * goes to the waiter, never to the ring.  NULL for ring requests. */
     struct qps_waiter *waiter;
+    bool driven; /* counted in dev->driven (drive.c) */
     bool redo;                /* ECDSA: completed with an invalid (r, s); needs a fresh k */
     int32_t status;
     int32_t cpa_status;
@@ -351,7 +352,7 @@ struct qps_counters {
     _Atomic uint64_t ecdsa_retries, drained_batches;
     _Atomic uint64_t verify_failures, timeouts, late_answers, poller_moves;
     _Atomic uint64_t heartbeat_checks, heartbeat_failures, instance_restarts, recovered_slots;
-    _Atomic uint64_t restart_requeued, fast_fails, ecdsa_checks;
+    _Atomic uint64_t restart_requeued, fast_fails, ecdsa_checks, driven;
 };
 
 struct qatpy_device {
@@ -378,6 +379,14 @@ struct qatpy_device {
     /* Threads polling the device for their own request (wait.c): while every
      * request in flight is one of theirs, the poll threads leave it to them. */
     _Atomic uint32_t drivers;
+    /* Requests an event loop polls for (drive.c): counted from submit until
+     * their answer (or TIMEOUT) enters the ring; they are not the poll
+     * threads' work either, while nothing else is in flight. */
+    _Atomic uint32_t driven;
+    int drive_epfd; /* epoll set: instance event fds (edge-triggered), drive_tfd */
+    int drive_tfd;  /* timerfd: TIMER mode's poll delay for a driven request */
+    pthread_mutex_t drive_lock;
+    bool drive_armed; /* the event fds report in drive_epfd (under drive_lock) */
 
     uint32_t ninst;
     struct qps_inst *inst;
@@ -401,6 +410,7 @@ struct qatpy_device {
     uint32_t *ring;            /* slot indices, capacity nslots (a slot is in it at most once) */
     uint32_t ring_head, ring_count;
     uint32_t ring_waiters;
+    uint32_t lazy_waiters; /* the completion thread's wait (qatpy_wait_unclaimed) */
     bool ring_closed;
     _Atomic uint64_t seq;
     int efd;
@@ -522,7 +532,37 @@ int qps_rsa_block(struct qatpy_device *dev, struct qatpy_key *key, int encoding,
 int qps_ec_block(struct qatpy_device *dev, struct qatpy_key *key, const uint8_t *digest,
                  size_t digest_len, uint8_t *m);
 int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const uint8_t *input,
-               uint32_t in_len, uint64_t tag, struct qps_waiter *waiter);
+               uint32_t in_len, uint64_t tag, struct qps_waiter *waiter, bool driven);
+
+/* Requests whose submitters poll for them (waiters in wait.c, event loops
+ * in drive.c).  While everything in flight or queued is theirs, the poll
+ * threads leave the device to them. */
+static inline uint64_t qps_self_polled(struct qatpy_device *dev)
+{
+    return (uint64_t)atomic_load(&dev->drivers) + atomic_load(&dev->driven);
+}
+static inline bool qps_others_work(struct qatpy_device *dev)
+{
+    /* Zombies (timed out, still on the device) are nobody's work. */
+    uint64_t busy = atomic_load(&dev->inflight_total) + atomic_load(&dev->pend_count);
+    uint64_t zombies = atomic_load(&dev->zombies_total);
+    return busy > zombies + qps_self_polled(dev);
+}
+/* drive.c: a driven request stops being one (its answer is in the ring, or
+ * it waits in the pending FIFO, which the poll threads serve). */
+static inline void qps_undrive(struct qatpy_device *dev, struct qps_req *req)
+{
+    if (req->driven) {
+        req->driven = false;
+        atomic_fetch_sub(&dev->driven, 1);
+    }
+}
+int qps_drive_open(struct qatpy_device *dev, char *err, size_t errlen);
+extern _Thread_local bool qps_tl_drains_next; /* ring.c */
+void qps_drive_close(struct qatpy_device *dev);
+/* timeout_ns, shortened to the earliest deadline on the device while driven
+ * requests are in flight (the completion thread's wait, ring.c). */
+int64_t qps_drive_wait_cap(struct qatpy_device *dev, int64_t timeout_ns);
 
 /* poller.c: one round of a waiter's own polling: every instance with work
  * polled once, recovery ticks, the pending FIFO dispatched.  Returns the

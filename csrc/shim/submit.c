@@ -45,7 +45,7 @@ static bool gate_enter(struct qatpy_device *dev)
 static void gate_exit(struct qatpy_device *dev) { atomic_fetch_sub(&dev->submit_active, 1); }
 
 int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const uint8_t *input,
-               uint32_t in_len, uint64_t tag, struct qps_waiter *waiter)
+               uint32_t in_len, uint64_t tag, struct qps_waiter *waiter, bool driven)
 {
     if (!gate_enter(dev))
         return QATPY_SUBMIT_CLOSED;
@@ -70,6 +70,11 @@ int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const ui
     req->ec_check = key->verify_ecdsa;
     req->checking = false;
     req->waiter = waiter;
+    req->driven = driven;
+    if (driven) {
+        atomic_fetch_add(&dev->driven, 1);
+        atomic_fetch_add(&dev->st.driven, 1);
+    }
     req->deadline = key->deadline_ns ? qps_now_ns() + key->deadline_ns : 0;
     atomic_store_explicit(&req->claim, QPS_CLAIM_OPEN, memory_order_relaxed);
     memcpy(req->input, input, in_len);
@@ -131,7 +136,7 @@ int qatpy_submit_rsa(qatpy_device *dev, qatpy_key *key, int encoding, int hash_i
     int rc = qps_rsa_block(dev, key, encoding, hash_id, input, input_len, em);
     if (rc != QATPY_SUBMIT_OK)
         return rc;
-    return qps_submit(dev, key, QPS_OP_RSA, em, key->n_len, tag, NULL);
+    return qps_submit(dev, key, QPS_OP_RSA, em, key->n_len, tag, NULL, false);
 }
 
 int qatpy_submit_ecdsa(qatpy_device *dev, qatpy_key *key, const uint8_t *digest,
@@ -141,7 +146,7 @@ int qatpy_submit_ecdsa(qatpy_device *dev, qatpy_key *key, const uint8_t *digest,
     int rc = qps_ec_block(dev, key, digest, digest_len, m);
     if (rc != QATPY_SUBMIT_OK)
         return rc;
-    return qps_submit(dev, key, QPS_OP_ECDSA, m, key->cv->len, tag, NULL);
+    return qps_submit(dev, key, QPS_OP_ECDSA, m, key->cv->len, tag, NULL, false);
 }
 
 /* ---- batch forms -------------------------------------------------------- */

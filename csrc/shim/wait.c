@@ -60,12 +60,8 @@ static bool waiter_done(struct qps_waiter *w)
 }
 
 /* Work in flight or queued that is not a driver's own (each driver has one
- * request at most). */
-static bool others_work(struct qatpy_device *dev)
-{
-    uint64_t busy = atomic_load(&dev->inflight_total) + atomic_load(&dev->pend_count);
-    return busy > atomic_load(&dev->drivers);
-}
+ * request at most; an event loop's driven request counts as its own too). */
+static bool others_work(struct qatpy_device *dev) { return qps_others_work(dev); }
 
 /* Wait for the next answer the way the poll thread would: on the instances'
  * event fds (EVENT), a poll_delay sleep (TIMER), or not at all (BUSY). */
@@ -158,7 +154,7 @@ int qps_sign_wait(struct qatpy_key *key, int op, int encoding, int hash_id, cons
     /* Drive (poll for ourselves) only when nothing else is in flight; in
      * manual mode the application polls. */
     w.drives = atomic_load(&dev->poll_mode) != QATPY_POLL_MANUAL && !others_work(dev);
-    rc = qps_submit(dev, key, op, block, block_len, 0, &w);
+    rc = qps_submit(dev, key, op, block, block_len, 0, &w, false);
     if (rc == QATPY_SUBMIT_OK) {
         if (w.drives)
             wait_driving(dev, &w);
