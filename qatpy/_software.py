@@ -111,6 +111,12 @@ class SoftwareBackend:
         # worker sleeps acquiring it again, a release wakes it), most recent last.
         self._parked: list[threading.Lock] = []
         self._workers: list[threading.Thread] = []
+        # Workers that will look at the queue again: a worker leaves this
+        # count in the same hold of the lock in which it finds the queue
+        # empty on closing and stops.  Its thread stays alive (is_alive())
+        # a while after that, so is_alive() cannot tell _put_back whether
+        # anyone will take the work it queues.
+        self._live = 0
         self._closing = False
         self._awake = 0  # workers not parked (signing, or about to)
         self._lease = 0.0  # time.monotonic() until which a caller counts as a signer
@@ -250,6 +256,7 @@ class SoftwareBackend:
         self._taken.clear()
         self._parked = []
         self._workers = []
+        self._live = 0
         self._callbacks = CallbackThread()
         fail_in_forked_child(
             [(target, i) for _, idx, target in entries for i in idx],
@@ -336,7 +343,7 @@ class SoftwareBackend:
             del self._taken[me]
             self._queued_ops = sum(len(e[1]) for e in self._queue)
             self._wake(1)
-            orphaned = self._closing and not any(t.is_alive() for t in self._workers)
+            orphaned = self._closing and not self._live
         if orphaned:  # closed meanwhile, no worker left to sign it
             self._fail_queued()
 
@@ -359,10 +366,12 @@ class SoftwareBackend:
 
     def _start_workers(self) -> None:
         # Workers start on first use: creating an engine does no work.
+        # Under `_lock`: counted live before any of them can stop.
         for i in range(self.threads):
             t = threading.Thread(target=self._work, args=(i,), name=f"qatpy-sw-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+            self._live += 1
 
     def _key_for(self, op: Operation, widx: int) -> PrivateKey:
         """The key worker `widx` signs op with: its own clone for RSA."""
@@ -395,6 +404,7 @@ class SoftwareBackend:
                     if not q:
                         if self._closing:
                             self._awake -= 1
+                            self._live -= 1  # in the hold of its last look at the queue
                             return
                         wait = -1.0  # until woken
                     elif self._awake > self._limit():
