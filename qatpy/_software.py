@@ -125,6 +125,10 @@ class SoftwareBackend:
         # in the queue when an exception interrupts them).
         self._running: dict[int, list[Entry]] = {}
         self._taken: dict[int, list[Entry]] = {}
+        # Thread ident -> (operations, failures) that a caller counted in the
+        # stats for what it holds in `_taken`: a put-back takes them back out,
+        # since whoever signs the entries again counts them again.
+        self._counted: dict[int, tuple[int, int]] = {}
         self._submitted = self._completed = self._failed = self._chunks = 0
         self._sync_ops = self._caller_ops = 0
         # Operations a submitting thread signed at once, and how many of them
@@ -254,6 +258,7 @@ class SoftwareBackend:
         self._queue.clear()
         self._running.clear()
         self._taken.clear()
+        self._counted.clear()
         self._parked = []
         self._workers = []
         self._live = 0
@@ -304,6 +309,7 @@ class SoftwareBackend:
         q = self._queue
         lock = self._lock
         taken = self._taken
+        counted = self._counted
         if me in taken:
             self._put_back(me)
         try:
@@ -322,13 +328,21 @@ class SoftwareBackend:
                         self._queued_ops = 0
                     self._lease = time.monotonic() + LEASE
                 signed = _sign_entries(mine, _own_key)
+                # Counted before delivery, so that a thread woken by one of
+                # these results sees it counted.  An interruption from here
+                # until `mine` leaves `_taken` puts it back to be signed (and
+                # counted) again: `counted` tells the put-back what to take
+                # back.  No call between the counts and recording them, nor
+                # between the two dels: neither can be cut in half.
                 with lock:
                     self._completed += n
                     self._failed += signed[3]
                     self._chunks += 1
                     self._caller_ops += n
+                    counted[me] = (n, signed[3])
                 _deliver(signed, self._callbacks.defer)
                 del taken[me]
+                del counted[me]
                 if end is not None and time.monotonic() >= end:
                     return 0.0
         finally:
@@ -337,10 +351,18 @@ class SoftwareBackend:
         return None if end is None else max(0.0, end - time.monotonic())
 
     def _put_back(self, me: int) -> None:
-        """Queue again what thread `me` took and did not deliver."""
+        """Queue again what thread `me` took and did not deliver, and take
+        back what it counted of it (whoever signs it again counts it)."""
         with self._lock:
             self._queue.extend(self._taken[me])
             del self._taken[me]
+            if me in self._counted:  # no call since the del: both or neither
+                ops, bad = self._counted[me]
+                del self._counted[me]
+                self._completed -= ops
+                self._failed -= bad
+                self._chunks -= 1
+                self._caller_ops -= ops
             self._queued_ops = sum(len(e[1]) for e in self._queue)
             self._wake(1)
             orphaned = self._closing and not self._live

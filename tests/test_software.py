@@ -312,3 +312,40 @@ def test_work_put_back_after_the_last_worker_stopped_fails_instead_of_hanging(ec
     finally:
         release.set()
         eng.close()
+
+
+@pytest.mark.parametrize("where", ["signed", "counted", "delivered"])
+def test_caller_interrupted_while_helping_counts_each_operation_once(gated, monkeypatch, where):
+    """A KeyboardInterrupt anywhere between a waiting caller's signing and its letting go of the work: stats count each operation once."""
+    eng, key, gk = gated
+    futs = [key.sign_future(b"m%d" % i, ECDSA) for i in range(4)]
+    armed = [True]
+
+    def interrupt_here(point: str) -> None:
+        if point == where and armed[0] and threading.current_thread() is threading.main_thread():
+            armed[0] = False
+            raise KeyboardInterrupt  # what a signal handler raises at this point
+
+    real_sign_entries, real_deliver = _software._sign_entries, _software._deliver
+
+    def sign_entries(entries: Any, key_of: Any) -> Any:
+        signed = real_sign_entries(entries, key_of)
+        interrupt_here("signed")  # signed, not yet counted
+        return signed
+
+    def deliver(signed: Any, defer: Any) -> None:
+        interrupt_here("counted")  # counted, not yet delivered
+        real_deliver(signed, defer)
+        interrupt_here("delivered")  # delivered, the work not yet let go of
+
+    monkeypatch.setattr(_software, "_sign_entries", sign_entries)
+    monkeypatch.setattr(_software, "_deliver", deliver)
+    with pytest.raises(KeyboardInterrupt):
+        futs[-1].result(timeout=30)
+    assert not armed[0]
+    gk.gate.set()
+    _verify_all(gk, futs)
+    eng.close(timeout=30)  # returns once the worker signed what went back and stopped
+    st = eng._ops.stats()
+    assert st["queued"] == 0 and st["failed"] == 0
+    assert st["completed"] == st["submitted"] == 5  # `first` and the four
