@@ -111,6 +111,12 @@ class SoftwareBackend:
         # worker sleeps acquiring it again, a release wakes it), most recent last.
         self._parked: list[threading.Lock] = []
         self._workers: list[threading.Thread] = []
+        # Workers that will look at the queue again: a worker leaves this
+        # count in the same hold of the lock in which it finds the queue
+        # empty on closing and stops.  Its thread stays alive (is_alive())
+        # a while after that, so is_alive() cannot tell _put_back whether
+        # anyone will take the work it queues.
+        self._live = 0
         self._closing = False
         self._awake = 0  # workers not parked (signing, or about to)
         self._lease = 0.0  # time.monotonic() until which a caller counts as a signer
@@ -119,6 +125,10 @@ class SoftwareBackend:
         # in the queue when an exception interrupts them).
         self._running: dict[int, list[Entry]] = {}
         self._taken: dict[int, list[Entry]] = {}
+        # Thread ident -> (operations, failures) that a caller counted in the
+        # stats for what it holds in `_taken`: a put-back takes them back out,
+        # since whoever signs the entries again counts them again.
+        self._counted: dict[int, tuple[int, int]] = {}
         self._submitted = self._completed = self._failed = self._chunks = 0
         self._sync_ops = self._caller_ops = 0
         # Operations a submitting thread signed at once, and how many of them
@@ -248,8 +258,10 @@ class SoftwareBackend:
         self._queue.clear()
         self._running.clear()
         self._taken.clear()
+        self._counted.clear()
         self._parked = []
         self._workers = []
+        self._live = 0
         self._callbacks = CallbackThread()
         fail_in_forked_child(
             [(target, i) for _, idx, target in entries for i in idx],
@@ -297,6 +309,7 @@ class SoftwareBackend:
         q = self._queue
         lock = self._lock
         taken = self._taken
+        counted = self._counted
         if me in taken:
             self._put_back(me)
         try:
@@ -315,13 +328,21 @@ class SoftwareBackend:
                         self._queued_ops = 0
                     self._lease = time.monotonic() + LEASE
                 signed = _sign_entries(mine, _own_key)
+                # Counted before delivery, so that a thread woken by one of
+                # these results sees it counted.  An interruption from here
+                # until `mine` leaves `_taken` puts it back to be signed (and
+                # counted) again: `counted` tells the put-back what to take
+                # back.  No call between the counts and recording them, nor
+                # between the two dels: neither can be cut in half.
                 with lock:
                     self._completed += n
                     self._failed += signed[3]
                     self._chunks += 1
                     self._caller_ops += n
+                    counted[me] = (n, signed[3])
                 _deliver(signed, self._callbacks.defer)
                 del taken[me]
+                del counted[me]
                 if end is not None and time.monotonic() >= end:
                     return 0.0
         finally:
@@ -330,13 +351,21 @@ class SoftwareBackend:
         return None if end is None else max(0.0, end - time.monotonic())
 
     def _put_back(self, me: int) -> None:
-        """Queue again what thread `me` took and did not deliver."""
+        """Queue again what thread `me` took and did not deliver, and take
+        back what it counted of it (whoever signs it again counts it)."""
         with self._lock:
             self._queue.extend(self._taken[me])
             del self._taken[me]
+            if me in self._counted:  # no call since the del: both or neither
+                ops, bad = self._counted[me]
+                del self._counted[me]
+                self._completed -= ops
+                self._failed -= bad
+                self._chunks -= 1
+                self._caller_ops -= ops
             self._queued_ops = sum(len(e[1]) for e in self._queue)
             self._wake(1)
-            orphaned = self._closing and not any(t.is_alive() for t in self._workers)
+            orphaned = self._closing and not self._live
         if orphaned:  # closed meanwhile, no worker left to sign it
             self._fail_queued()
 
@@ -359,10 +388,12 @@ class SoftwareBackend:
 
     def _start_workers(self) -> None:
         # Workers start on first use: creating an engine does no work.
+        # Under `_lock`: counted live before any of them can stop.
         for i in range(self.threads):
             t = threading.Thread(target=self._work, args=(i,), name=f"qatpy-sw-{i}", daemon=True)
             t.start()
             self._workers.append(t)
+            self._live += 1
 
     def _key_for(self, op: Operation, widx: int) -> PrivateKey:
         """The key worker `widx` signs op with: its own clone for RSA."""
@@ -395,6 +426,7 @@ class SoftwareBackend:
                     if not q:
                         if self._closing:
                             self._awake -= 1
+                            self._live -= 1  # in the hold of its last look at the queue
                             return
                         wait = -1.0  # until woken
                     elif self._awake > self._limit():

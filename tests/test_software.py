@@ -266,3 +266,86 @@ def test_workers_sign_with_a_key_they_cannot_copy(rsa_keys):
         for i, sig in enumerate(sigs):
             real.public_key().verify(sig, b"m%d" % i, *args)
         assert all(t.is_alive() for t in eng._ops._workers)
+
+
+def test_work_put_back_after_the_last_worker_stopped_fails_instead_of_hanging(ec_keys, monkeypatch):
+    """Work an interrupted caller puts back after close(), once the only worker stopped but its thread still lives, fails with EngineClosedError."""
+    stopped = threading.Event()
+    release = threading.Event()
+    real_work = _software.SoftwareBackend._work
+
+    def lingering_work(self: _software.SoftwareBackend, widx: int) -> None:
+        # Holds open the window between a worker's last look at the queue
+        # and its thread's end, in which is_alive() is still true.
+        try:
+            real_work(self, widx)
+        finally:
+            stopped.set()
+            release.wait(30)
+
+    monkeypatch.setattr(_software.SoftwareBackend, "_work", lingering_work)
+    gk = GatedKey(ec_keys["secp256r1"])
+    eng = qatpy.Engine("software", threads=1)
+    key = eng.wrap_key(gk)
+    first = key.sign_future(b"first", ECDSA)
+    assert gk.entered.wait(30)
+    futs = [key.sign_future(b"m%d" % i, ECDSA) for i in range(4)]
+    real_sign_entries = _software._sign_entries
+
+    def close_then_interrupt(entries: Any, key_of: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            gk.gate.set()  # the worker finishes `first` and finds the queue empty: this caller holds the rest
+            eng.close(timeout=0.2)  # the worker stops; close() stops waiting for its thread and returns
+            assert stopped.wait(30)
+            raise KeyboardInterrupt  # a signal handler's, before this caller signed what it took
+        return real_sign_entries(entries, key_of)
+
+    monkeypatch.setattr(_software, "_sign_entries", close_then_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            futs[-1].result(timeout=30)
+        _, not_done = cf.wait(futs, timeout=5)  # a waiter that does not sign queued work itself
+        assert not not_done, "put back into a queue no worker will take"
+        for f in futs:
+            assert isinstance(f.exception(timeout=0), qatpy.EngineClosedError)
+        gk.public_key().verify(first.result(timeout=0), b"first", ECDSA)
+    finally:
+        release.set()
+        eng.close()
+
+
+@pytest.mark.parametrize("where", ["signed", "counted", "delivered"])
+def test_caller_interrupted_while_helping_counts_each_operation_once(gated, monkeypatch, where):
+    """A KeyboardInterrupt anywhere between a waiting caller's signing and its letting go of the work: stats count each operation once."""
+    eng, key, gk = gated
+    futs = [key.sign_future(b"m%d" % i, ECDSA) for i in range(4)]
+    armed = [True]
+
+    def interrupt_here(point: str) -> None:
+        if point == where and armed[0] and threading.current_thread() is threading.main_thread():
+            armed[0] = False
+            raise KeyboardInterrupt  # what a signal handler raises at this point
+
+    real_sign_entries, real_deliver = _software._sign_entries, _software._deliver
+
+    def sign_entries(entries: Any, key_of: Any) -> Any:
+        signed = real_sign_entries(entries, key_of)
+        interrupt_here("signed")  # signed, not yet counted
+        return signed
+
+    def deliver(signed: Any, defer: Any) -> None:
+        interrupt_here("counted")  # counted, not yet delivered
+        real_deliver(signed, defer)
+        interrupt_here("delivered")  # delivered, the work not yet let go of
+
+    monkeypatch.setattr(_software, "_sign_entries", sign_entries)
+    monkeypatch.setattr(_software, "_deliver", deliver)
+    with pytest.raises(KeyboardInterrupt):
+        futs[-1].result(timeout=30)
+    assert not armed[0]
+    gk.gate.set()
+    _verify_all(gk, futs)
+    eng.close(timeout=30)  # returns once the worker signed what went back and stopped
+    st = eng._ops.stats()
+    assert st["queued"] == 0 and st["failed"] == 0
+    assert st["completed"] == st["submitted"] == 5  # `first` and the four
