@@ -83,6 +83,11 @@ def _be(n: int, length: int | None = None) -> bytes:
 
 
 class QatBackend:
+    #: A lone sign_async is polled for by its own loop (see submit); False
+    #: sends it through the poll thread.  Only benchmarks/async_latency.py
+    #: turns it off, to measure the two routes side by side.
+    _loop_drives = True
+
     def __init__(
         self,
         *,
@@ -363,7 +368,7 @@ class QatBackend:
             # at depth 1 on the simulator: 13 us less at zero service time.
             # If nothing else is in flight on the device either, the loop
             # polls for it itself (one wake-up instead of two).
-            if self._inflight == 0 and self._submit_one(op, target, block=False, driven=True):
+            if self._inflight == 0 and self._submit_one(op, target, block=False, driven=self._loop_drives):
                 return
             batch = self._loop_batches[loop] = []
             loop.call_soon(self._flush_loop, loop)

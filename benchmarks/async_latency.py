@@ -1,0 +1,102 @@
+"""Latency of a lone ``sign_async``: the loop polling for its own request against the poll
+thread's route, side by side in one process.
+
+    python benchmarks/async_latency.py [--rounds 10] [--n 1000] [--service-us 100] [--json FILE]
+
+One coroutine awaits one ``sign_async`` at a time (P-256, the simulator in replay mode with a fixed
+service time).  Each round runs every configuration once, in turn, on a fresh engine: busy mode
+(the poll thread spins: the route with no parked thread to wake), then event and timer mode (20 µs
+poll delay) each with the loop polling for its request (the default) and through the poll thread
+(the private switch ``QatBackend._loop_drives = False``, which exists for this comparison only).
+Reported per configuration: the median over rounds of each round's p50 minus the service time
+("added"), the per-round values (this VM's noise), and the process CPU time per operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+import qatpy
+from qatpy import _qat
+
+REPLAY = {"compute_mode": 1, "replay.ecdsa_ignore_k": 1}
+CONFIGS = (("busy", True), ("event", True), ("event", False), ("timer", True), ("timer", False))
+ECDSA = ec.ECDSA(hashes.SHA256())
+
+
+def one_round(key: ec.EllipticCurvePrivateKey, mode: str, drives: bool, n: int, service_ns: int) -> tuple[float, float]:
+    """(added p50 in µs, process CPU µs per operation) for n sequential sign_async."""
+    knobs = dict(REPLAY, instances=1, engines=8, latency_ns=service_ns)
+    _qat.QatBackend._loop_drives = drives
+    try:
+        with qatpy.Engine("sim", sim=knobs, poll_mode=mode, poll_delay=20e-6) as eng:
+            qk = eng.wrap_key(key)
+            pc = time.perf_counter
+
+            async def run(count: int) -> list[float]:
+                lat = []
+                for _ in range(count):
+                    t = pc()
+                    await qk.sign_async(b"m", ECDSA)
+                    lat.append(pc() - t)
+                return lat
+
+            asyncio.run(run(min(200, n)))  # warm-up: replay cache, pools
+            c0 = time.process_time()
+            lat = asyncio.run(run(n))
+            cpu = time.process_time() - c0
+            driven = eng.stats()["device"]["driven"]
+    finally:
+        _qat.QatBackend._loop_drives = True
+    want = 0 if mode == "busy" or not drives else n + min(200, n)
+    assert driven == want, (mode, drives, driven, want)  # the route measured is the route named
+    return statistics.median(lat) * 1e6 - service_ns / 1e3, cpu / n * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--n", type=int, default=1000, help="operations per configuration and round")
+    ap.add_argument("--service-us", type=float, default=100.0)
+    ap.add_argument("--json", help="write the rows to this file")
+    args = ap.parse_args(argv)
+    key = ec.generate_private_key(ec.SECP256R1())
+    service_ns = int(args.service_us * 1000)
+    added: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for mode, drives in CONFIGS:
+            name = mode if mode == "busy" else f"{mode}, {'loop polls' if drives else 'poll thread'}"
+            a, c = one_round(key, mode, drives, args.n, service_ns)
+            added.setdefault(name, []).append(a)
+            cpu.setdefault(name, []).append(c)
+    rows: list[dict[str, Any]] = []
+    print(f"sign_async @1, P-256 on the sim, {args.service_us:g} us service, {args.rounds} rounds of {args.n}")
+    print(f"{'route':28} {'added p50':>10} {'CPU/op':>8}  per-round added p50 (us)")
+    for name in added:
+        row = {
+            "route": name,
+            "added_p50_us": statistics.median(added[name]),
+            "per_round_us": [round(x, 1) for x in added[name]],
+            "cpu_us_per_op": statistics.median(cpu[name]),
+        }
+        rows.append(row)
+        per = " ".join(f"{x:.0f}" for x in added[name])
+        print(f"{name:28} {row['added_p50_us']:8.1f}us {row['cpu_us_per_op']:6.0f}us  {per}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"service_us": args.service_us, "n": args.n, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
