@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
 _lock = threading.Lock()
@@ -107,8 +106,12 @@ class Device:
         # Liveness: calls that may run on any thread (waits, drains, event
         # clears) register here, and free() waits for them to leave before
         # the device memory goes, so none of them touches a freed device.
-        self._live_lock = threading.Condition(threading.Lock())
+        # A plain lock (its `with` is C code: two of these per drain and per
+        # loop wake-up); free() waits on `_idle`, which the last user to
+        # leave after free() began sets.
+        self._live_lock = threading.Lock()
         self._users = 0
+        self._idle = threading.Event()
         self._tags = m.ffi.new("uint64_t[]", DRAIN_MAX)
         self._sts = m.ffi.new("int32_t[]", DRAIN_MAX)
         self._cpas = m.ffi.new("int32_t[]", DRAIN_MAX)
@@ -234,8 +237,8 @@ class Device:
     def _leave(self) -> None:
         with self._live_lock:
             self._users -= 1
-            if self._users == 0:
-                self._live_lock.notify_all()
+            if self._users == 0 and self._ptr is None:
+                self._idle.set()  # free() is waiting, or will find none inside
 
     # -- taking completions ---------------------------------------------------
     # The arrays hold one batch taken from the ring at a time; how many is
@@ -333,7 +336,13 @@ class Device:
     def drive_tick(self) -> int:
         """One look at the device for driven requests; > 0: answers went to
         the ring unannounced, and the caller drains at once."""
-        return int(self._guarded(-1, self._m.lib.qatpy_drive_tick))
+        ptr = self._enter()  # as _guarded, without its extra call: per loop wake-up
+        if ptr is None:
+            return -1
+        try:
+            return int(self._lib.qatpy_drive_tick(ptr))
+        finally:
+            self._leave()
 
     def poll(self) -> int:
         return int(self._guarded(0, self._m.lib.qatpy_poll))
@@ -360,14 +369,11 @@ class Device:
         (after shutdown their waits return promptly: the ring is closed).
         False, with the memory left allocated, if one is still inside after
         `timeout` seconds: never freed under a user."""
-        end = time.monotonic() + timeout
         with self._live_lock:
-            p, self._ptr = self._ptr, None
-            while self._users:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._live_lock.wait(left)
+            p, self._ptr = self._ptr, None  # no one enters from here on
+            inside = self._users > 0
+        if inside and not self._idle.wait(timeout):
+            return False
         if p is not None:
             self._m.lib.qatpy_device_free(p)
         return True
