@@ -38,9 +38,9 @@ ECDSA = ec.ECDSA(hashes.SHA256())
 
 def one_round(
     key: ec.EllipticCurvePrivateKey, mode: str, drives: bool, n: int, service_ns: int
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, int]:
     """(added p50, process CPU per operation, loop thread CPU per operation), in µs, for n
-    sequential sign_async."""
+    sequential sign_async, and how many of them timer mode handed to the poll thread."""
     knobs = dict(REPLAY, instances=1, engines=8, latency_ns=service_ns)
     _qat.QatBackend._loop_drives = drives
     try:
@@ -61,12 +61,13 @@ def one_round(
             c0 = time.process_time()
             lat, loop_cpu = asyncio.run(run(n))
             cpu = time.process_time() - c0
-            driven = eng.stats()["device"]["driven"]
+            dev = eng.stats()["device"]
+            driven, handovers = dev["driven"], dev["drive_handovers"]
     finally:
         _qat.QatBackend._loop_drives = True
     want = 0 if mode == "busy" or not drives else n + min(200, n)
     assert driven == want, (mode, drives, driven, want)  # the route measured is the route named
-    return statistics.median(lat) * 1e6 - service_ns / 1e3, cpu / n * 1e6, loop_cpu / n * 1e6
+    return statistics.median(lat) * 1e6 - service_ns / 1e3, cpu / n * 1e6, loop_cpu / n * 1e6, handovers
 
 
 def sim_overshoot(key: ec.EllipticCurvePrivateKey, n: int, service_ns: int) -> float:
@@ -100,12 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     added: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     loop_cpu: dict[str, list[float]] = {}
+    handed: dict[str, int] = {}
     overshoot: list[float] = []
     for _ in range(args.rounds):
         overshoot.append(sim_overshoot(key, args.n, service_ns))
         for mode, drives in CONFIGS:
             name = mode if mode == "busy" else f"{mode}, {'loop polls' if drives else 'poll thread'}"
-            a, c, lc = one_round(key, mode, drives, args.n, service_ns)
+            a, c, lc, h = one_round(key, mode, drives, args.n, service_ns)
+            handed[name] = handed.get(name, 0) + h
             added.setdefault(name, []).append(a)
             cpu.setdefault(name, []).append(c)
             loop_cpu.setdefault(name, []).append(lc)
@@ -116,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         f"sim timer overshoot (blocking sign, busy mode): median {over:.1f} us, per round "
         + " ".join(f"{x:.0f}" for x in overshoot)
     )
-    print(f"{'route':28} {'added p50':>10} {'net':>7} {'CPU/op':>8} {'loop CPU/op':>12}  per-round added p50 (us)")
+    print(
+        f"{'route':28} {'added p50':>10} {'net':>7} {'CPU/op':>8} {'loop CPU/op':>12} {'handed':>7}"
+        "  per-round added p50 (us)"
+    )
     for name in added:
         row = {
             "route": name,
@@ -125,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             "per_round_us": [round(x, 1) for x in added[name]],
             "cpu_us_per_op": statistics.median(cpu[name]),
             "loop_thread_cpu_us_per_op": statistics.median(loop_cpu[name]),
+            "handed_to_poll_thread": handed[name],
         }
         rows.append(row)
         per = " ".join(f"{x:.0f}" for x in added[name])
         print(
             f"{name:28} {row['added_p50_us']:8.1f}us {row['net_of_sim_overshoot_us']:5.0f}us "
             f"{row['cpu_us_per_op']:6.0f}us "
-            f"{row['loop_thread_cpu_us_per_op']:10.0f}us  {per}"
+            f"{row['loop_thread_cpu_us_per_op']:10.0f}us {handed[name]:7d}  {per}"
         )
     if args.json:
         with open(args.json, "w") as f:

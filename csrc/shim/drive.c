@@ -23,7 +23,8 @@
  * The loop watches one fd: an epoll set holding every instance's event fd
  * (edge-triggered, so a qatlib that left its eventfd readable after the
  * poll could not make the loop spin) and a timerfd that TIMER mode arms for
- * one poll delay after the submit and after each fruitless look.  The event
+ * one poll delay after the submit and after each fruitless look (at most
+ * QPS_DRIVE_TIMER_LOOKS of them, then the poll threads take over).  The event
  * fds report there only while driven requests are in flight (armed at a
  * driven submit, disarmed by the first look that finds none): a stream that
  * the poll threads serve does not wake the loop on every interrupt.  Arming
@@ -38,6 +39,14 @@
 #include <unistd.h>
 
 #include "shim_internal.h"
+
+/* TIMER mode: the loop looks every poll delay, and each look is a loop
+ * wake-up in Python (several us of CPU, against about one for a poll
+ * thread's look in C).  A device answer slower than this many looks (160 us
+ * at the default 20 us delay; P-256 and RSA-2048 on QAT hardware take less)
+ * is left to the poll threads: the loop's extra CPU per request is bounded,
+ * and a slow answer pays one more wake-up, small beside its service time. */
+#define QPS_DRIVE_TIMER_LOOKS 8
 
 int qps_drive_open(struct qatpy_device *dev, char *err, size_t errlen)
 {
@@ -172,8 +181,18 @@ int qatpy_drive_tick(qatpy_device *dev)
     if (got < 0)
         return got;
     if (atomic_load(&dev->driven)) {
-        if (atomic_load(&dev->poll_mode) == QATPY_POLL_TIMER)
+        if (atomic_load(&dev->poll_mode) == QATPY_POLL_TIMER && !atomic_load(&dev->drive_handed)) {
+            if (got > 0) {
+                atomic_store(&dev->drive_looks, 0);
+            } else if (atomic_fetch_add(&dev->drive_looks, 1) + 1 >= QPS_DRIVE_TIMER_LOOKS) {
+                /* A slow answer: the poll threads take the driven requests. */
+                atomic_store(&dev->drive_handed, 1);
+                atomic_fetch_add(&dev->st.drive_handovers, 1);
+                qps_wake_all(dev);
+                return got;
+            }
             arm_timer(dev); /* still waiting: look again after one poll delay */
+        }
     } else if (dev->drive_armed) {
         /* No driven request left: stop reporting interrupts.  Checked again
          * under the lock: a driven submit counts before it arms, so either

@@ -129,6 +129,7 @@ typedef struct {
     uint32_t heartbeat_unsupported; /* 1: the library has no heartbeat here (not asked again) */
     uint64_t ecdsa_checks;       /* ECDSA results the device gave a verdict on (verify_ecdsa) */
     uint64_t driven;             /* requests an event loop polled for itself (qatpy_submit_driven) */
+    uint64_t drive_handovers;    /* TIMER mode: driven requests left to the poll threads after 8 looks */
 } qatpy_stats_t;
 
 /* Load the two libraries (NULL = "libusdm.so.0" / "libqat.so.4" via the
@@ -226,7 +227,8 @@ void qatpy_event_clear(qatpy_device *dev);
  * epoll fd: readable when an instance's event fd fires, or in TIMER mode
  * when the poll delay since the last look has passed) and calls
  * qatpy_drive_tick when it is readable; the answer goes to the ring like
- * any other.  A caller that stops polling costs latency, never the answer:
+ * any other.  In TIMER mode a request still unanswered after 8 looks is
+ * left to the poll threads (the fd stops firing for it).  A caller that stops polling costs latency, never the answer:
  * qatpy_wait_unclaimed looks at the device for it whenever its wait times
  * out with driven requests in flight.
  * qatpy_drive_tick returns the responses it processed, or -1 once the device

@@ -77,6 +77,7 @@ void qatpy_stats(qatpy_device *dev, qatpy_stats_t *out)
     out->verify_failures = atomic_load(&c->verify_failures);
     out->ecdsa_checks = atomic_load(&c->ecdsa_checks);
     out->driven = atomic_load(&c->driven);
+    out->drive_handovers = atomic_load(&c->drive_handovers);
     out->timeouts = atomic_load(&c->timeouts);
     out->late_answers = atomic_load(&c->late_answers);
     out->poller_moves = atomic_load(&c->poller_moves);

@@ -352,7 +352,7 @@ struct qps_counters {
     _Atomic uint64_t ecdsa_retries, drained_batches;
     _Atomic uint64_t verify_failures, timeouts, late_answers, poller_moves;
     _Atomic uint64_t heartbeat_checks, heartbeat_failures, instance_restarts, recovered_slots;
-    _Atomic uint64_t restart_requeued, fast_fails, ecdsa_checks, driven;
+    _Atomic uint64_t restart_requeued, fast_fails, ecdsa_checks, driven, drive_handovers;
 };
 
 struct qatpy_device {
@@ -383,6 +383,10 @@ struct qatpy_device {
      * their answer (or TIMEOUT) enters the ring; they are not the poll
      * threads' work either, while nothing else is in flight. */
     _Atomic uint32_t driven;
+    /* TIMER mode: fruitless looks since the driven requests began; past
+     * QPS_DRIVE_TIMER_LOOKS they are handed to the poll threads (drive.c). */
+    _Atomic uint32_t drive_looks;
+    _Atomic int drive_handed;
     int drive_epfd; /* epoll set: instance event fds (edge-triggered), drive_tfd */
     int drive_tfd;  /* timerfd: TIMER mode's poll delay for a driven request */
     pthread_mutex_t drive_lock;
@@ -539,7 +543,8 @@ int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const ui
  * threads leave the device to them. */
 static inline uint64_t qps_self_polled(struct qatpy_device *dev)
 {
-    return (uint64_t)atomic_load(&dev->drivers) + atomic_load(&dev->driven);
+    uint64_t driven = atomic_load(&dev->drive_handed) ? 0 : atomic_load(&dev->driven);
+    return (uint64_t)atomic_load(&dev->drivers) + driven;
 }
 static inline bool qps_others_work(struct qatpy_device *dev)
 {
@@ -554,7 +559,8 @@ static inline void qps_undrive(struct qatpy_device *dev, struct qps_req *req)
 {
     if (req->driven) {
         req->driven = false;
-        atomic_fetch_sub(&dev->driven, 1);
+        if (atomic_fetch_sub(&dev->driven, 1) == 1)
+            atomic_store(&dev->drive_handed, 0); /* the next driven request starts afresh */
     }
 }
 int qps_drive_open(struct qatpy_device *dev, char *err, size_t errlen);

@@ -72,7 +72,8 @@ int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const ui
     req->waiter = waiter;
     req->driven = driven;
     if (driven) {
-        atomic_fetch_add(&dev->driven, 1);
+        if (atomic_fetch_add(&dev->driven, 1) == 0)
+            atomic_store(&dev->drive_looks, 0);
         atomic_fetch_add(&dev->st.driven, 1);
     }
     req->deadline = key->deadline_ns ? qps_now_ns() + key->deadline_ns : 0;

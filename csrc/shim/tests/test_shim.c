@@ -1711,6 +1711,32 @@ static void test_drive_mode(int mode)
     /* Refusals come before the device, as for the other submits. */
     CHECK(qatpy_submit_driven(dev, ek.key, 7, 0, 0, dg[0], 32, 1) == QATPY_SUBMIT_BADARG,
           "unknown op");
+
+    /* A slow answer in TIMER mode: a bounded number of looks, then the poll
+     * threads answer it through the ring. */
+    if (mode == QATPY_POLL_TIMER) {
+        knob("latency_ns", 5000000);
+        struct tally slow;
+        tally_init(&slow, 1, true);
+        CHECK(qatpy_submit_driven(dev, ek.key, QATPY_OP_ECDSA, 0, 0, dg[0], 32, 0) ==
+                  QATPY_SUBMIT_OK,
+              "slow driven submit");
+        int looks = 0;
+        for (int spins = 0; tally_got(&slow) < 1 && spins < 5000; spins++) {
+            if (poll(&p, 1, 2) == 1) {
+                looks++;
+                if (qatpy_drive_tick(dev) > 0)
+                    drain_into(dev, &slow);
+            }
+            drain_into(dev, &slow);
+        }
+        qatpy_stats_t s2 = stats(dev);
+        CHECK(slow.status[0] == QATPY_ST_OK && looks <= 9 && s2.drive_handovers == 1 &&
+                  ECDSA_verify(0, dg[0], 32, slow.result[0], (int)slow.len[0], ek.ec) == 1,
+              "slow answer: status %d after %d looks, %llu handovers", slow.status[0], looks,
+              (unsigned long long)s2.drive_handovers);
+        tally_free(&slow);
+    }
     qatpy_key_release(ek.key);
     close_dev(dev);
     CHECK(sim("mem.live_allocs") == 0, "live allocs after free");
