@@ -208,7 +208,7 @@ class Delivery:
 
     def _on_drive(self) -> None:
         # A driven request may have its answer: look (the shim polls the
-        # device and clears the eventfd when it found answers), then drain.
+        # device; what that pushes to the ring wakes nobody), then drain.
         if self.device.drive_tick() > 0:
             self.drain()
 

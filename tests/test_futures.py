@@ -103,20 +103,21 @@ async def test_lone_sign_async_on_a_full_device_never_blocks_the_loop(ec_keys):
 @pytest.mark.asyncio
 @pytest.mark.parametrize("mode", ["timer", "event", "busy"])
 async def test_lone_sign_async_is_polled_by_its_own_loop(mode, ec_keys, rsa_keys):
-    """In timer and event mode a lone sign_async is polled for by its loop (no poll-thread hop); busy mode leaves it to
-    the spinning poll thread; every signature verifies, RSA byte for byte."""
+    """In timer and event mode a lone sign_async is polled for by its loop (no poll-thread hop), on either of two
+    instances; busy mode leaves it to the spinning poll thread; every signature verifies, RSA byte for byte."""
     import qatpy
 
     rsa = rsa_keys[2048]
-    with qatpy.Engine("sim", poll_mode=mode, sim={"latency_ns": 60_000}) as eng:
+    with qatpy.Engine("sim", poll_mode=mode, sim={"latency_ns": 60_000, "instances": 2}) as eng:
         ek, rk = eng.wrap_key(ec_keys["secp256r1"]), eng.wrap_key(rsa)
         for i in range(10):
             msg = b"lone %d" % i
             ec_keys["secp256r1"].public_key().verify(await ek.sign_async(msg, ECDSA), msg, ECDSA)
             assert await rk.sign_async(msg, *PKCS) == rsa.sign(msg, *PKCS)
         dev = eng.stats()["device"]
-        assert dev["completed_ok"] == 20
+        assert dev["completed_ok"] == 20 and dev["num_instances"] == 2
         assert dev["driven"] == (0 if mode == "busy" else 20)
+        assert all(n > 0 for n in eng.stats()["per_instance_completed"].values())  # the loop polled both
 
 
 @pytest.mark.asyncio
@@ -183,6 +184,30 @@ def test_a_driven_request_whose_answer_is_lost_meets_its_deadline(mode, ec_keys)
         pub.verify(asyncio.run(two()), b"next", ECDSA)
         dev = eng.stats()["device"]
         assert dev["driven"] >= 1 and dev["timeouts"] == 1
+
+
+def test_an_idle_instance_s_old_deadline_does_not_make_the_completion_thread_spin(ec_keys):
+    """While a loop's request is in flight on one instance, a deadline long past on another, idle instance does not
+    turn the completion thread's wait into a busy loop (the device is polled a few times per request, not thousands)."""
+    import qatpy
+
+    pub = ec_keys["secp256r1"].public_key()
+    sim = {"latency_ns": 40_000_000, "instances": 2}
+    with qatpy.Engine("sim", poll_mode="event", deadline=0.1, sim=sim) as eng:
+        key = eng.wrap_key(ec_keys["secp256r1"])
+
+        async def one(msg: bytes) -> None:
+            pub.verify(await asyncio.wait_for(key.sign_async(msg, ECDSA), 30), msg, ECDSA)
+
+        polls = []
+        for i in range(4):  # requests alternate between the instances
+            asyncio.run(one(b"d%d" % i))
+            time.sleep(0.15)  # past the deadline the idle instance last had
+            before = eng.stats()["device"]["polls"]
+            asyncio.run(one(b"e%d" % i))
+            polls.append(eng.stats()["device"]["polls"] - before)
+        assert eng.stats()["device"]["driven"] == 8
+        assert max(polls) < 100, polls
 
 
 @pytest.mark.parametrize("mode", ["timer", "event"])

@@ -328,7 +328,11 @@ void qatpy_device_shutdown(qatpy_device *dev, int64_t timeout_ns)
         sched_yield();
 
     /* 2. Grace period: keep polling (threads, or here in MANUAL mode) until
-     *    nothing is in flight or queued, or the timeout passes. */
+     *    nothing is in flight or queued, or the timeout passes.  Requests an
+     *    event loop polled for become the poll threads' work: the loop may
+     *    be gone, and shutdown may run on the completion thread, their
+     *    other looker. */
+    qps_drive_hand_over(dev);
     uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : qps_now_ns() + (uint64_t)timeout_ns;
     while (!dev_idle(dev) && qps_now_ns() < deadline) {
         if (!dev->threads_started || atomic_load(&dev->poll_mode) == QATPY_POLL_MANUAL) {

@@ -235,7 +235,8 @@ static int dispatch(struct qatpy_device *dev, struct qps_req *req)
     uint8_t *buf = req->buf;
     bool has_deadline = req->deadline != 0;
     /* A waiter that polls for itself needs no poll thread (wait.c). */
-    bool driven = (req->waiter && req->waiter->drives) || req->driven;
+    bool driven = (req->waiter && req->waiter->drives) ||
+                  (req->driven && !atomic_load(&dev->drive_handed));
     CpaStatus st;
 
     atomic_store(&req->state, QPS_SLOT_ONDEV);

@@ -61,10 +61,13 @@ int qps_drive_open(struct qatpy_device *dev, char *err, size_t errlen)
         if (dev->inst[i].event_fd < 0)
             continue;
         ev = (struct epoll_event){.events = 0, .data.u32 = i}; /* disarmed */
-        if (epoll_ctl(dev->drive_epfd, EPOLL_CTL_ADD, dev->inst[i].event_fd, &ev) != 0)
+        /* EEXIST: two instances that report one fd (one event-mode
+         * instance per ring bank, facts 6.12) are watched once. */
+        if (epoll_ctl(dev->drive_epfd, EPOLL_CTL_ADD, dev->inst[i].event_fd, &ev) != 0 &&
+            errno != EEXIST)
             goto fail;
     }
-    dev->drive_armed = false;
+    atomic_store(&dev->drive_armed, false);
     return QATPY_OK;
 fail:
     qps_errf(err, errlen, "cannot set up the event loop's poll fd: %s", strerror(errno));
@@ -102,15 +105,20 @@ static void set_armed(struct qatpy_device *dev, bool on)
         struct epoll_event ev = {.events = on ? EPOLLIN | EPOLLET : 0, .data.u32 = i};
         epoll_ctl(dev->drive_epfd, EPOLL_CTL_MOD, dev->inst[i].event_fd, &ev);
     }
-    dev->drive_armed = on;
+    atomic_store(&dev->drive_armed, on);
 }
 
 int64_t qps_drive_wait_cap(struct qatpy_device *dev, int64_t timeout_ns)
 {
     if (!atomic_load(&dev->driven))
         return timeout_ns;
+    /* Only instances with something in flight: the look (qps_drive_once)
+     * checks, and so refreshes, their next_deadline; an idle instance's may
+     * be stale (it is recomputed when it is next due, by a poll). */
     uint64_t due = UINT64_MAX;
     for (uint32_t i = 0; i < dev->ninst; i++) {
+        if (atomic_load(&dev->inst[i].inflight) == 0)
+            continue;
         uint64_t d = atomic_load_explicit(&dev->inst[i].next_deadline, memory_order_relaxed);
         if (d < due)
             due = d;
@@ -120,6 +128,12 @@ int64_t qps_drive_wait_cap(struct qatpy_device *dev, int64_t timeout_ns)
     uint64_t now = qps_now_ns();
     int64_t until = due <= now ? 0 : (int64_t)(due - now);
     return timeout_ns < 0 || until < timeout_ns ? until : timeout_ns;
+}
+
+void qps_drive_hand_over(struct qatpy_device *dev)
+{
+    atomic_store(&dev->drive_handed, 1);
+    qps_wake_all(dev);
 }
 
 int qatpy_drive_fd(qatpy_device *dev) { return dev ? dev->drive_epfd : -1; }
@@ -154,12 +168,21 @@ int qatpy_submit_driven(qatpy_device *dev, qatpy_key *key, int op, int encoding,
         } else {
             /* After the submit's count (see qatpy_drive_tick's disarm). */
             pthread_mutex_lock(&dev->drive_lock);
-            if (!dev->drive_armed)
+            if (!atomic_load(&dev->drive_armed))
                 set_armed(dev, true);
             pthread_mutex_unlock(&dev->drive_lock);
         }
     }
     return rc;
+}
+
+/* Completions that entered the ring since `seq0`: answers, and also what a
+ * look pushes without an answer (TIMEOUTs of the deadline check, requests
+ * the pending FIFO failed), which the caller must drain as well. */
+static int pushed(struct qatpy_device *dev, uint64_t seq0)
+{
+    uint64_t n = atomic_load(&dev->seq) - seq0;
+    return n > (uint64_t)INT32_MAX ? INT32_MAX : (int)n;
 }
 
 int qatpy_drive_tick(qatpy_device *dev)
@@ -175,6 +198,7 @@ int qatpy_drive_tick(qatpy_device *dev)
     do {
         n = epoll_wait(dev->drive_epfd, evs, 16, 0);
     } while (n == 16 || (n < 0 && errno == EINTR));
+    uint64_t seq0 = atomic_load(&dev->seq);
     qps_tl_drains_next = true; /* the caller drains next (qatpy_shim.h) */
     int got = qps_drive_once(dev);
     qps_tl_drains_next = false;
@@ -186,21 +210,20 @@ int qatpy_drive_tick(qatpy_device *dev)
                 atomic_store(&dev->drive_looks, 0);
             } else if (atomic_fetch_add(&dev->drive_looks, 1) + 1 >= QPS_DRIVE_TIMER_LOOKS) {
                 /* A slow answer: the poll threads take the driven requests. */
-                atomic_store(&dev->drive_handed, 1);
                 atomic_fetch_add(&dev->st.drive_handovers, 1);
-                qps_wake_all(dev);
-                return got;
+                qps_drive_hand_over(dev);
+                return pushed(dev, seq0);
             }
             arm_timer(dev); /* still waiting: look again after one poll delay */
         }
-    } else if (dev->drive_armed) {
+    } else if (atomic_load(&dev->drive_armed)) {
         /* No driven request left: stop reporting interrupts.  Checked again
          * under the lock: a driven submit counts before it arms, so either
          * this sees its count or it re-arms after this. */
         pthread_mutex_lock(&dev->drive_lock);
-        if (dev->drive_armed && !atomic_load(&dev->driven))
+        if (atomic_load(&dev->drive_armed) && !atomic_load(&dev->driven))
             set_armed(dev, false);
         pthread_mutex_unlock(&dev->drive_lock);
     }
-    return got;
+    return pushed(dev, seq0);
 }

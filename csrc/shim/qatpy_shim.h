@@ -231,10 +231,11 @@ void qatpy_event_clear(qatpy_device *dev);
  * left to the poll threads (the fd stops firing for it).  A caller that stops polling costs latency, never the answer:
  * qatpy_wait_unclaimed looks at the device for it whenever its wait times
  * out with driven requests in flight.
- * qatpy_drive_tick returns the responses it processed, or -1 once the device
- * is closing; when it returns > 0 the caller must drain at once: the
- * completions it pushed announce themselves neither on the eventfd nor to
- * qatpy_wait (a completion thread finds them within its 50 ms bound). */
+ * qatpy_drive_tick returns how many completions entered the ring meanwhile,
+ * or -1 once the device is closing; when it returns > 0 the caller must
+ * drain at once: the completions it pushed announce themselves neither on
+ * the eventfd nor to the completion thread's wait (which finds them within
+ * its bound). */
 int qatpy_submit_driven(qatpy_device *dev, qatpy_key *key, int op, int encoding, int hash_id,
                         const uint8_t *input, size_t input_len, uint64_t tag);
 int qatpy_drive_fd(qatpy_device *dev);

@@ -30,6 +30,10 @@ int qatpy_device_set_poll(qatpy_device *dev, int poll_mode, uint64_t poll_delay_
     }
     atomic_store(&dev->poll_delay_ns, poll_delay_ns);
     atomic_store(&dev->poll_mode, eff);
+    /* Requests a loop polls for were set up for the old mode (its timer or
+     * its event fds): the poll threads take them (woken below). */
+    if (atomic_load(&dev->driven))
+        atomic_store(&dev->drive_handed, 1);
     int rc = QATPY_OK;
     if (eff != QATPY_POLL_MANUAL && !dev->threads_started) {
         atomic_store(&dev->stop_threads, 0);

@@ -390,7 +390,7 @@ struct qatpy_device {
     int drive_epfd; /* epoll set: instance event fds (edge-triggered), drive_tfd */
     int drive_tfd;  /* timerfd: TIMER mode's poll delay for a driven request */
     pthread_mutex_t drive_lock;
-    bool drive_armed; /* the event fds report in drive_epfd (under drive_lock) */
+    _Atomic bool drive_armed; /* the event fds report in drive_epfd (changed under drive_lock) */
 
     uint32_t ninst;
     struct qps_inst *inst;
@@ -559,8 +559,13 @@ static inline void qps_undrive(struct qatpy_device *dev, struct qps_req *req)
 {
     if (req->driven) {
         req->driven = false;
-        if (atomic_fetch_sub(&dev->driven, 1) == 1)
-            atomic_store(&dev->drive_handed, 0); /* the next driven request starts afresh */
+        atomic_fetch_sub(&dev->driven, 1);
+        /* Work counted while this request was still "driven" but no longer
+         * in flight (flush_batch gives the in-flight unit back before the
+         * RSA check and the push) may have let a poll thread park beside
+         * it: nobody else would wake it now. */
+        if (qps_others_work(dev))
+            qps_wake_all(dev);
     }
 }
 int qps_drive_open(struct qatpy_device *dev, char *err, size_t errlen);
@@ -569,6 +574,9 @@ void qps_drive_close(struct qatpy_device *dev);
 /* timeout_ns, shortened to the earliest deadline on the device while driven
  * requests are in flight (the completion thread's wait, ring.c). */
 int64_t qps_drive_wait_cap(struct qatpy_device *dev, int64_t timeout_ns);
+/* The driven requests become the poll threads' work (a slow answer in TIMER
+ * mode, a poll mode change, shutdown); wakes them. */
+void qps_drive_hand_over(struct qatpy_device *dev);
 
 /* poller.c: one round of a waiter's own polling: every instance with work
  * polled once, recovery ticks, the pending FIFO dispatched.  Returns the

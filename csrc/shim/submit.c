@@ -72,8 +72,12 @@ int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const ui
     req->waiter = waiter;
     req->driven = driven;
     if (driven) {
-        if (atomic_fetch_add(&dev->driven, 1) == 0)
+        if (atomic_fetch_add(&dev->driven, 1) == 0) {
+            /* The first driven request since none was: fresh state (a
+             * handover decided for earlier ones does not carry over). */
             atomic_store(&dev->drive_looks, 0);
+            atomic_store(&dev->drive_handed, 0);
+        }
         atomic_fetch_add(&dev->st.driven, 1);
     }
     req->deadline = key->deadline_ns ? qps_now_ns() + key->deadline_ns : 0;
