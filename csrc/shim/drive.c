@@ -143,17 +143,7 @@ int qatpy_submit_driven(qatpy_device *dev, qatpy_key *key, int op, int encoding,
 {
     uint8_t block[QATPY_MAX_RESULT];
     uint32_t block_len;
-    int rc;
-    if (op == QATPY_OP_RSA) {
-        rc = qps_rsa_block(dev, key, encoding, hash_id, input, input_len, block);
-        block_len = rc == QATPY_SUBMIT_OK ? key->n_len : 0;
-    } else if (op == QATPY_OP_ECDSA) {
-        rc = qps_ec_block(dev, key, input, input_len, block);
-        block_len = rc == QATPY_SUBMIT_OK ? key->cv->len : 0;
-    } else {
-        rc = QATPY_SUBMIT_BADARG;
-        block_len = 0;
-    }
+    int rc = qps_op_block(dev, key, op, encoding, hash_id, input, input_len, block, &block_len);
     if (rc != QATPY_SUBMIT_OK)
         return rc;
     /* Driven only when it is alone and someone else would otherwise have

@@ -533,6 +533,11 @@ void qps_ring_push_timeouts(struct qatpy_device *dev, struct qps_req *list, uint
  * prepared input (waiter NULL: the completion goes to the ring). */
 int qps_rsa_block(struct qatpy_device *dev, struct qatpy_key *key, int encoding, int hash_id,
                   const uint8_t *input, size_t input_len, uint8_t *em);
+/* Either of them by op (QPS_OP_RSA: encoding and hash_id apply; QPS_OP_ECDSA:
+ * input is the digest), with the block's length (block holds
+ * QATPY_MAX_RESULT). */
+int qps_op_block(struct qatpy_device *dev, struct qatpy_key *key, int op, int encoding, int hash_id,
+                 const uint8_t *input, size_t input_len, uint8_t *block, uint32_t *block_len);
 int qps_ec_block(struct qatpy_device *dev, struct qatpy_key *key, const uint8_t *digest,
                  size_t digest_len, uint8_t *m);
 int qps_submit(struct qatpy_device *dev, struct qatpy_key *key, int op, const uint8_t *input,

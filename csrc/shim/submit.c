@@ -134,6 +134,21 @@ int qps_ec_block(struct qatpy_device *dev, struct qatpy_key *key, const uint8_t 
     return QATPY_SUBMIT_OK;
 }
 
+int qps_op_block(struct qatpy_device *dev, struct qatpy_key *key, int op, int encoding, int hash_id,
+                 const uint8_t *input, size_t input_len, uint8_t *block, uint32_t *block_len)
+{
+    int rc;
+    if (op == QPS_OP_RSA)
+        rc = qps_rsa_block(dev, key, encoding, hash_id, input, input_len, block);
+    else if (op == QPS_OP_ECDSA)
+        rc = qps_ec_block(dev, key, input, input_len, block);
+    else
+        rc = QATPY_SUBMIT_BADARG;
+    /* The key was checked (type, device) before this is read. */
+    *block_len = rc != QATPY_SUBMIT_OK ? 0 : op == QPS_OP_RSA ? key->n_len : key->cv->len;
+    return rc;
+}
+
 int qatpy_submit_rsa(qatpy_device *dev, qatpy_key *key, int encoding, int hash_id,
                      const uint8_t *input, size_t input_len, uint64_t tag)
 {

@@ -131,17 +131,7 @@ int qps_sign_wait(struct qatpy_key *key, int op, int encoding, int hash_id, cons
     struct qatpy_device *dev = key->dev;
     uint8_t block[QATPY_MAX_RESULT];
     uint32_t block_len;
-    int rc;
-    if (op == QPS_OP_RSA) {
-        rc = qps_rsa_block(dev, key, encoding, hash_id, input, input_len, block);
-        block_len = key->n_len;
-    } else if (op == QPS_OP_ECDSA) {
-        rc = qps_ec_block(dev, key, input, input_len, block);
-        block_len = key->cv ? key->cv->len : 0;
-    } else {
-        rc = QATPY_SUBMIT_BADARG;
-        block_len = 0;
-    }
+    int rc = qps_op_block(dev, key, op, encoding, hash_id, input, input_len, block, &block_len);
     if (rc != QATPY_SUBMIT_OK)
         return rc;
 
