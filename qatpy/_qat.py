@@ -188,12 +188,15 @@ class QatBackend:
         """A new device copy of a cryptography private key, made for this
         engine (its requests take the engine's settings), or None when the
         device does not take the key.  The caller owns (releases) it."""
+        # Read before the counts below: a call between them and `registered`
+        # is where a signal handler's exception can land (counted, never undone).
+        me = threading.get_ident()
         registered = False
         try:
             with self._pending.lock:
                 if self._closed:
                     raise EngineClosedError("engine is closed")
-                self._pending.inside[threading.get_ident()] = self
+                self._pending.inside[me] = self
                 registered = True  # the last store under the lock: see _leave
             return self._device_key(key)
         finally:
@@ -245,6 +248,9 @@ class QatBackend:
         kind = _OP_ECDSA if type(op.spec) is _ops.EcSpec else _OP_RSA
         pending = self._pending
         st = _CLOSED  # if the call below never returns a status: nothing was queued
+        # Read before the counts below: a call between them and `registered`
+        # is where a signal handler's exception can land (counted, never undone).
+        me = threading.get_ident()
         registered = False
         try:
             with pending.lock:
@@ -252,7 +258,7 @@ class QatBackend:
                     raise EngineClosedError("engine is closed")
                 self._submitted += 1
                 self._inflight += 1
-                pending.inside[threading.get_ident()] = self
+                pending.inside[me] = self
                 registered = True  # the last store under the lock: see _leave
             handle = self._handles[id(op.owner)]
             assert handle is not None  # accepts() said yes before any sign
@@ -310,6 +316,9 @@ class QatBackend:
         rid = pending.next_id()
         rc = -1  # no status yet: whatever ends this early queued nothing
         backlog = 0
+        # Read before the counts below: a call between them and `registered`
+        # is where a signal handler's exception can land (counted, never undone).
+        me = threading.get_ident()
         registered = False
         try:
             with pending.lock:
@@ -318,7 +327,7 @@ class QatBackend:
                 pending.requests[rid] = Request(target, 1, self, op)
                 self._inflight += 1
                 self._submitted += 1
-                pending.inside[threading.get_ident()] = self
+                pending.inside[me] = self
                 registered = True  # the last store under the lock: see _leave
             dev = self._device
             handle = self._handles[id(op.owner)]
@@ -434,6 +443,9 @@ class QatBackend:
         dev = self._device
         tag0 = rid << TAG_SHIFT
         done = 0
+        # Read before the counts below: a call between them and `registered`
+        # is where a signal handler's exception can land (counted, never undone).
+        me = threading.get_ident()
         registered = False
         owed = True  # the operations not yet queued are still in the table
         calling = False
@@ -444,7 +456,7 @@ class QatBackend:
                 pending.requests[rid] = Request(target, n, self, op)
                 self._inflight += n
                 self._submitted += n
-                pending.inside[threading.get_ident()] = self
+                pending.inside[me] = self
                 registered = True  # the last store under the lock: see _leave
             handle = self._handles[id(op.owner)]
             assert handle is not None  # accepts() said yes before any submit
